@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+"""airlock benchmarks: one command runs them all and prints a report.
+
+    python3 benches/run.py [--sizes 100,500,2000] [--runs 3] [--quick] [--no-build]
+
+B1  deploy vs `dbt build` on generated projects of N models: first a
+    correctness check (same prod relations, row counts and checksums), then
+    alternating timed runs of airlock --threads 2, airlock --threads 4 and
+    dbt build --threads 2, each on a fresh database file; plus airlock's own
+    overhead (wall time not covered by any SQL statement, from
+    --statement-log).
+B2  `airlock plan` (dry run) on a generated 15,000-model project: wall time
+    and peak memory.
+B3  `cargo bench --bench publish` when benches/publish.rs exists.
+
+Runs with the system python3 (stdlib only). dbt and the `duckdb` module used
+for checksums live in a venv ($AIRLOCK_DBT_VENV, default
+~/.cache/airlock-dbt-venv) that is created when missing. Exits 0 when every
+step ran (goals missed or not: it is a report), 1 when a step failed
+(a tool errored, a gate blocked, or airlock and dbt disagree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCHES = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCHES)
+HOME = os.path.expanduser("~")
+VENV = os.environ.get("AIRLOCK_DBT_VENV") or os.path.join(HOME, ".cache", "airlock-dbt-venv")
+VENV_PY = os.path.join(VENV, "bin", "python")
+DBT = os.path.join(VENV, "bin", "dbt")
+DBT_PINS = {"dbt-core": "1.11.16", "dbt-duckdb": "1.11.1"}
+TARGET_DIR = os.environ.get("CARGO_TARGET_DIR") or os.path.join(HOME, ".cache", "airlock-target")
+AIRLOCK = os.path.join(TARGET_DIR, "release", "airlock")
+
+PROD_SCHEMAS = ("main", "main_marts")  # profile schema `main` + `+schema: marts`
+
+GOAL_RATIO_N = 500          # B1: at N=500 ...
+GOAL_RATIO = 30.0           # ... dbt build time / airlock deploy time >= 30
+GOAL_OVERHEAD = 0.20        # B1: airlock's own time < 20% of wall
+GOAL_PLAN_S = 1.0           # B2: plan wall time < 1 s
+GOAL_PLAN_MIB = 500.0       # B2: plan peak RSS < 500 MiB
+
+sys.path.insert(0, BENCHES)
+import gen_project  # noqa: E402  (benches/gen_project.py)
+
+
+# ============================================================================ helpers
+
+T0 = time.perf_counter()
+
+
+def say(msg: str = "") -> None:
+    print("[%7.1fs] %s" % (time.perf_counter() - T0, msg) if msg else "", flush=True)
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Result:
+    def __init__(self, cmd, rc, wall, maxrss_kib, out, err):
+        self.cmd, self.rc, self.wall, self.maxrss_kib, self.out, self.err = cmd, rc, wall, maxrss_kib, out, err
+
+    @property
+    def maxrss_mib(self) -> float:
+        return self.maxrss_kib / 1024.0
+
+    def tail(self, n: int = 30) -> str:
+        lines = (self.out + ("\n" if self.out and self.err else "") + self.err).rstrip().splitlines()
+        return "\n".join("    | " + l for l in lines[-n:])
+
+
+def run(cmd: list[str], cwd: str, env: dict | None = None) -> Result:
+    """Run one child; wall time from time.perf_counter() around it, peak RSS
+    of exactly that child from os.wait4()'s rusage (KiB on Linux)."""
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        fo.seek(0)
+        fe.seek(0)
+        out = fo.read().decode("utf-8", "replace")
+        err = fe.read().decode("utf-8", "replace")
+    return Result(cmd, p.returncode, wall, ru.ru_maxrss, out, err)
+
+
+def tool_env(db: str | None = None) -> dict:
+    env = dict(os.environ)
+    # dbt must not phone home (no network here: it would only add waiting)
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
+    env["DO_NOT_TRACK"] = "1"
+    env["NO_COLOR"] = "1"
+    # both tools must read the generated project's profiles.yml
+    env.pop("DBT_PROFILES_DIR", None)
+    env.pop("DBT_TARGET_PATH", None)
+    if db is not None:
+        env["BENCH_DB"] = db
+    return env
+
+
+def fresh_db(path: str) -> None:
+    """Remove a database file and its companions (.wal, airlock's lock)."""
+    for f in glob.glob(glob.escape(path) + "*"):
+        if os.path.isdir(f):
+            shutil.rmtree(f)
+        else:
+            os.remove(f)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_s(x: float) -> str:
+    if x != x:
+        return "n/a"
+    return "%.3f s" % x if x < 10 else "%.1f s" % x
+
+
+# ============================================================================ setup
+
+def venv_versions() -> dict | None:
+    if not (os.path.exists(VENV_PY) and os.path.exists(DBT)):
+        return None
+    code = ("import importlib.metadata as m, json, duckdb, dbt.adapters.duckdb;"
+            "print(json.dumps({'dbt-core': m.version('dbt-core'), 'dbt-duckdb': m.version('dbt-duckdb'),"
+            " 'duckdb': duckdb.__version__}))")
+    r = subprocess.run([VENV_PY, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def ensure_venv() -> dict:
+    """(Re)create the dbt venv when it is missing or has other versions."""
+    v = venv_versions()
+    if v and all(v.get(k) == pin for k, pin in DBT_PINS.items()):
+        say("dbt venv ok: %s (dbt-core %s, dbt-duckdb %s, duckdb %s)" % (
+            VENV, v["dbt-core"], v["dbt-duckdb"], v["duckdb"]))
+        return v
+    if not os.path.exists(VENV_PY):
+        say("creating dbt venv %s" % VENV)
+        subprocess.run(["python3", "-m", "venv", "--clear", VENV], check=True)
+    pins = ["%s==%s" % kv for kv in DBT_PINS.items()]
+    say("installing %s into %s" % (" ".join(pins), VENV))
+    subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "--quiet", *pins], check=True)
+    v = venv_versions()
+    if not v or not all(v.get(k) == pin for k, pin in DBT_PINS.items()):
+        raise StepFailed("dbt venv %s is unusable after installing %s (found %s)" % (VENV, pins, v))
+    return v
+
+
+def build_airlock(no_build: bool) -> None:
+    if no_build:
+        say("--no-build: using %s as it is" % AIRLOCK)
+    else:
+        say("cargo build --release (CARGO_TARGET_DIR=%s)" % TARGET_DIR)
+        env = dict(os.environ, CARGO_TARGET_DIR=TARGET_DIR)
+        r = subprocess.run(["cargo", "build", "--release"], cwd=REPO, env=env)
+        if r.returncode != 0:
+            raise StepFailed("cargo build --release failed (exit %d)" % r.returncode)
+    if not os.access(AIRLOCK, os.X_OK):
+        raise StepFailed("no airlock binary at %s" % AIRLOCK)
+
+
+def generate(n: int, out: str) -> float:
+    t0 = time.perf_counter()
+    summary = gen_project.generate(n, out, seed=42)
+    dt = time.perf_counter() - t0
+    say("generated %s: %d models (%s), %d tests in %.2f s" % (
+        out, n, ", ".join("%s %d" % kv for kv in summary["materializations"].items()),
+        summary["tests"], dt))
+    return dt
+
+
+# ============================================================================ the commands under test
+
+def airlock_deploy(project: str, db: str, threads: int, statement_log: str, cwd: str) -> Result:
+    """airlock deploy --project-dir P --threads N --statement-log FILE
+    (the database file comes from the project's profiles.yml via $BENCH_DB)."""
+    cmd = [AIRLOCK, "deploy",
+           "--project-dir", project,
+           "--threads", str(threads),
+           "--statement-log", statement_log]
+    return run(cmd, cwd=cwd, env=tool_env(db))
+
+
+def dbt_build(project: str, db: str, threads: int, cwd: str, partial_parse: bool = True) -> Result:
+    """dbt build --profiles-dir P --project-dir P --threads N"""
+    cmd = [DBT, "build",
+           "--profiles-dir", project,
+           "--project-dir", project,
+           "--threads", str(threads)]
+    if not partial_parse:
+        cmd.append("--no-partial-parse")
+    return run(cmd, cwd=cwd, env=tool_env(db))
+
+
+def airlock_plan(project: str, db: str, cwd: str, strategy_all: bool) -> Result:
+    """airlock plan [--strategy all] --project-dir P (a dry run: writes nothing)"""
+    cmd = [AIRLOCK, "plan"]
+    if strategy_all:
+        cmd += ["--strategy", "all"]
+    cmd += ["--project-dir", project]
+    return run(cmd, cwd=cwd, env=tool_env(db))
+
+
+# ============================================================================ snapshots (run under the venv's python)
+
+SNAPSHOT_SQL = (
+    "select count(*), md5(coalesce(string_agg(h, '' order by h), '')) "
+    "from (select md5(t::varchar) as h from {rel} as t)")
+
+
+def snapshot_main(db: str) -> int:
+    """`run.py _snapshot DB`: JSON of every relation in the prod schemas with
+    its type, columns, row count and an order-independent checksum."""
+    import duckdb  # the venv's module
+
+    con = duckdb.connect(db, read_only=True)
+    rels = con.execute(
+        "select table_schema, table_name, table_type from information_schema.tables "
+        "where table_catalog = current_database() and table_schema in (%s) order by 1, 2"
+        % ", ".join("'%s'" % s for s in PROD_SCHEMAS)).fetchall()
+    out = {}
+    for schema, name, ttype in rels:
+        rel = '"%s"."%s"' % (schema.replace('"', '""'), name.replace('"', '""'))
+        cols = con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_catalog = current_database() and table_schema = ? and table_name = ? "
+            "order by ordinal_position", [schema, name]).fetchall()
+        try:
+            rows, checksum = con.execute(SNAPSHOT_SQL.format(rel=rel)).fetchone()
+            error = None
+        except Exception as e:  # e.g. a view whose SQL no longer binds
+            rows, checksum, error = None, None, str(e).splitlines()[0]
+        out["%s.%s" % (schema, name)] = {
+            "type": "view" if ttype == "VIEW" else "table",
+            "columns": [[c, t] for c, t in cols],
+            "rows": rows, "checksum": checksum, "error": error,
+        }
+    con.close()
+    json.dump(out, sys.stdout)
+    return 0
+
+
+def snapshot(db: str) -> dict:
+    r = run([VENV_PY, os.path.abspath(__file__), "_snapshot", db], cwd=BENCHES)
+    if r.rc != 0:
+        raise StepFailed("snapshot of %s failed:\n%s" % (db, r.tail()))
+    return json.loads(r.out)
+
+
+def compare(air: dict, dbt: dict) -> tuple[list[str], list[str]]:
+    """Differences (fatal) and warnings (column types only: e.g. a seed read
+    as BIGINT by one tool and INTEGER by the other renders the same values)."""
+    diffs, warns = [], []
+    for k in sorted(set(dbt) - set(air)):
+        diffs.append("%s: built by dbt, missing after airlock" % k)
+    for k in sorted(set(air) - set(dbt)):
+        diffs.append("%s: left by airlock, not built by dbt" % k)
+    for k in sorted(set(air) & set(dbt)):
+        a, d = air[k], dbt[k]
+        if a["error"] or d["error"]:
+            diffs.append("%s: cannot be read (airlock: %s; dbt: %s)" % (k, a["error"], d["error"]))
+            continue
+        if a["type"] != d["type"]:
+            diffs.append("%s: airlock made a %s, dbt a %s" % (k, a["type"], d["type"]))
+        if [c for c, _ in a["columns"]] != [c for c, _ in d["columns"]]:
+            diffs.append("%s: columns differ: airlock %s, dbt %s" % (
+                k, [c for c, _ in a["columns"]], [c for c, _ in d["columns"]]))
+        elif a["columns"] != d["columns"]:
+            warns.append("%s: column types differ: airlock %s, dbt %s" % (
+                k, [t for _, t in a["columns"]], [t for _, t in d["columns"]]))
+        if a["rows"] != d["rows"]:
+            diffs.append("%s: %s rows after airlock, %s after dbt" % (k, a["rows"], d["rows"]))
+        elif a["checksum"] != d["checksum"]:
+            diffs.append("%s: same row count (%s), different contents (checksum)" % (k, a["rows"]))
+    return diffs, warns
+
+
+# ============================================================================ statement log
+
+def statement_overhead(log_path: str, wall: float) -> tuple[float, int]:
+    """airlock's own time = wall - the union of [start_us, start_us + micros]
+    over every statement it logged. Returns (overhead fraction, statements)."""
+    spans = []
+    with open(log_path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            rec = json.loads(line)
+            start = int(rec["start_us"])
+            spans.append((start, start + int(rec["micros"])))
+    spans.sort()
+    covered, cur_s, cur_e = 0, None, None
+    for s, e in spans:
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                covered += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        covered += cur_e - cur_s
+    wall_us = wall * 1e6
+    return max(0.0, (wall_us - covered) / wall_us), len(spans)
+
+
+# ============================================================================ B1
+
+def bench_b1(n: int, runs: int, tmp: str, partial_parse: bool, report: list, failures: list) -> None:
+    say("B1 N=%d: generating" % n)
+    root = os.path.join(tmp, "b1_n%d" % n)
+    project = os.path.join(root, "project")
+    work = os.path.join(root, "work")    # working directory of every tool run
+    dbs = os.path.join(root, "dbs")
+    logs = os.path.join(root, "statement-logs")
+    for d in (work, dbs, logs):
+        os.makedirs(d, exist_ok=True)
+    generate(n, project)
+    summary = json.load(open(os.path.join(project, gen_project.MARKER)))
+
+    # One stable database path per variant, emptied before every run: dbt's
+    # partial parsing stays valid across its runs (dbt's default; it favours
+    # dbt), and every run starts from an empty warehouse.
+    db = {v: os.path.join(dbs, v + ".duckdb") for v in ("airlock_t2", "airlock_t4", "dbt_t2")}
+
+    # ---- correctness: airlock deploy and dbt build leave the same prod relations
+    say("B1 N=%d: correctness run, airlock deploy --threads 2" % n)
+    fresh_db(db["airlock_t2"])
+    log0 = os.path.join(logs, "check.jsonl")
+    ra = airlock_deploy(project, db["airlock_t2"], 2, log0, work)
+    say("B1 N=%d: correctness run, dbt build --threads 2" % n)
+    fresh_db(db["dbt_t2"])
+    rd = dbt_build(project, db["dbt_t2"], 2, work, partial_parse)
+    ok_runs = True
+    for label, r in (("airlock deploy", ra), ("dbt build", rd)):
+        if r.rc != 0:
+            what = "the gate blocked" if (label.startswith("airlock") and r.rc == 1) else "failed"
+            say("B1 N=%d: %s %s (exit %d):\n%s" % (n, label, what, r.rc, r.tail()))
+            failures.append("B1 N=%d: %s %s (exit %d)" % (n, label, what, r.rc))
+            ok_runs = False
+    if ok_runs:
+        sa, sd = snapshot(db["airlock_t2"]), snapshot(db["dbt_t2"])
+        diffs, warns = compare(sa, sd)
+        expected = summary["prod_relations"]
+        if len(sd) != expected:
+            diffs.append("dbt left %d prod relations, the generator expects %d" % (len(sd), expected))
+        for w in warns[:5]:
+            say("B1 N=%d: warning: %s" % (n, w))
+        if len(warns) > 5:
+            say("B1 N=%d: ... %d more column-type warnings" % (n, len(warns) - 5))
+        if diffs:
+            for d in diffs[:20]:
+                say("B1 N=%d: DIFF %s" % (n, d))
+            if len(diffs) > 20:
+                say("B1 N=%d: ... %d more differences" % (n, len(diffs) - 20))
+            failures.append("B1 N=%d: airlock and dbt results differ (%d differences)" % (n, len(diffs)))
+            report.append(("B1 N=%d correctness" % n, "%d differences" % len(diffs), "identical", "no"))
+        else:
+            rows = sum(v["rows"] for v in sd.values())
+            say("B1 N=%d: identical: %d relations, %d rows, same checksums (airlock %s, dbt %s)" % (
+                n, len(sd), rows, fmt_s(ra.wall), fmt_s(rd.wall)))
+            report.append(("B1 N=%d correctness" % n,
+                           "identical (%d relations, %d rows%s)" % (
+                               len(sd), rows, ", %d type warnings" % len(warns) if warns else ""),
+                           "identical", "yes"))
+    else:
+        report.append(("B1 N=%d correctness" % n, "a tool failed", "identical", "no"))
+        say("B1 N=%d: skipping the timed runs" % n)
+        return
+
+    # ---- timed runs, alternating the three variants
+    times = {v: [] for v in db}
+    overheads, statements, rss = [], [], {v: [] for v in db}
+    for i in range(runs):
+        for v in ("airlock_t2", "airlock_t4", "dbt_t2"):
+            fresh_db(db[v])
+            if v.startswith("airlock"):
+                log = os.path.join(logs, "%s_r%d.jsonl" % (v, i))
+                if os.path.exists(log):
+                    os.remove(log)
+                r = airlock_deploy(project, db[v], int(v[-1]), log, work)
+            else:
+                r = dbt_build(project, db[v], 2, work, partial_parse)
+            if r.rc != 0:
+                say("B1 N=%d run %d: %s failed (exit %d):\n%s" % (n, i + 1, v, r.rc, r.tail()))
+                failures.append("B1 N=%d: timed %s run failed (exit %d)" % (n, v, r.rc))
+                continue
+            times[v].append(r.wall)
+            rss[v].append(r.maxrss_mib)
+            extra = ""
+            if v.startswith("airlock"):
+                try:
+                    oh, nstmt = statement_overhead(log, r.wall)
+                    overheads.append(oh)
+                    statements.append(nstmt)
+                    extra = ", %d statements, overhead %.1f%%" % (nstmt, 100 * oh)
+                except (OSError, ValueError, KeyError) as e:
+                    failures.append("B1 N=%d: unreadable statement log %s (%s)" % (n, log, e))
+            say("B1 N=%d run %d/%d: %-10s %s (peak %.0f MiB%s)" % (
+                n, i + 1, runs, v, fmt_s(r.wall), r.maxrss_mib, extra))
+    for v in db:
+        fresh_db(db[v])
+
+    m = {v: median(t) for v, t in times.items()}
+    ratio2 = m["dbt_t2"] / m["airlock_t2"] if m["airlock_t2"] > 0 else float("nan")
+    ratio4 = m["dbt_t2"] / m["airlock_t4"] if m["airlock_t4"] > 0 else float("nan")
+    say("B1 N=%d medians over %d runs: airlock t2 %s, airlock t4 %s, dbt t2 %s; dbt/airlock %.1fx (t2), %.1fx (t4)" % (
+        n, runs, fmt_s(m["airlock_t2"]), fmt_s(m["airlock_t4"]), fmt_s(m["dbt_t2"]), ratio2, ratio4))
+    measured = "airlock %s (t2) / %s (t4), dbt %s: %.1fx (t2), %.1fx (t4)" % (
+        fmt_s(m["airlock_t2"]), fmt_s(m["airlock_t4"]), fmt_s(m["dbt_t2"]), ratio2, ratio4)
+    if n == GOAL_RATIO_N:
+        report.append(("B1 N=%d dbt/airlock" % n, measured, ">= %gx (t2 vs t2)" % GOAL_RATIO,
+                       "yes" if ratio2 >= GOAL_RATIO else "no"))
+    else:
+        report.append(("B1 N=%d dbt/airlock" % n, measured, "(goal at N=%d)" % GOAL_RATIO_N, "-"))
+    if overheads:
+        oh = median(overheads)
+        report.append(("B1 N=%d airlock overhead" % n,
+                       "%.1f%% of wall (median, %d statements)" % (100 * oh, int(median(statements))),
+                       "< %d%%" % round(100 * GOAL_OVERHEAD), "yes" if oh < GOAL_OVERHEAD else "no"))
+        report.append(("B1 N=%d peak memory" % n, "airlock %.0f MiB, dbt %.0f MiB" % (
+            max(rss["airlock_t2"] + rss["airlock_t4"] or [0]), max(rss["dbt_t2"] or [0])), "(info)", "-"))
+
+
+# ============================================================================ B2
+
+def bench_b2(n: int, runs: int, tmp: str, report: list, failures: list) -> None:
+    root = os.path.join(tmp, "b2_n%d" % n)
+    project = os.path.join(root, "project")
+    work = os.path.join(root, "work")
+    os.makedirs(work, exist_ok=True)
+    say("B2: generating a %d-model project" % n)
+    gen_s = generate(n, project)
+    report.append(("B2 generate %d models" % n, fmt_s(gen_s), "(info)", "-"))
+    db = os.path.join(work, "plan.duckdb")  # plan writes nothing; the file need not exist
+
+    strategy_all = True
+    r = airlock_plan(project, db, work, strategy_all)
+    if r.rc == 2 and "unexpected argument" in (r.err + r.out).lower():
+        say("B2: `airlock plan --strategy all` is not supported by this build; using plain `airlock plan`")
+        strategy_all = False
+        r = airlock_plan(project, db, work, strategy_all)
+    label = "airlock plan" + (" --strategy all" if strategy_all else " (no --strategy all yet)")
+    walls, peaks = [], []
+    for i in range(runs):
+        if i > 0:
+            r = airlock_plan(project, db, work, strategy_all)
+        if r.rc != 0:
+            say("B2: %s failed (exit %d):\n%s" % (label, r.rc, r.tail()))
+            failures.append("B2: %s failed (exit %d)" % (label, r.rc))
+            report.append(("B2 %s, %d models" % (label, n), "failed (exit %d)" % r.rc, "< %g s" % GOAL_PLAN_S, "no"))
+            return
+        walls.append(r.wall)
+        peaks.append(r.maxrss_mib)
+        say("B2 run %d/%d: %s: %s, peak %.0f MiB, %d lines of output" % (
+            i + 1, runs, label, fmt_s(r.wall), r.maxrss_mib, len(r.out.splitlines())))
+    if os.path.exists(db):
+        failures.append("B2: airlock plan created %s (a dry run must write nothing)" % db)
+    wall, peak = median(walls), max(peaks)
+    report.append(("B2 %s, %d models: wall" % (label, n), fmt_s(wall) + " (median of %d)" % len(walls),
+                   "< %g s" % GOAL_PLAN_S, "yes" if wall < GOAL_PLAN_S else "no"))
+    report.append(("B2 %s, %d models: peak RSS" % (label, n), "%.0f MiB" % peak,
+                   "< %g MiB" % GOAL_PLAN_MIB, "yes" if peak < GOAL_PLAN_MIB else "no"))
+
+
+# ============================================================================ B3
+
+def bench_b3(report: list, failures: list) -> None:
+    if not os.path.exists(os.path.join(BENCHES, "publish.rs")):
+        say("B3: not available (no benches/publish.rs)")
+        report.append(("B3 publish", "not available", "-", "-"))
+        return
+    say("B3: cargo bench --bench publish (CARGO_TARGET_DIR=%s); its output follows" % TARGET_DIR)
+    env = dict(os.environ, CARGO_TARGET_DIR=TARGET_DIR)
+    p = subprocess.Popen(["cargo", "bench", "--bench", "publish"], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, text=True)
+    last = ""
+    for line in p.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if line.strip():
+            last = line.strip()
+    rc = p.wait()
+    if rc != 0:
+        failures.append("B3: cargo bench --bench publish failed (exit %d)" % rc)
+        report.append(("B3 publish", "failed (exit %d)" % rc, "see above", "no"))
+    else:
+        report.append(("B3 publish", "ok; last line: %s" % last[:70], "see its output", "-"))
+
+
+# ============================================================================ report
+
+def machine_info() -> list[tuple[str, str]]:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                ram = "%.1f GiB" % (int(line.split()[1]) / 1024 / 1024)
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = [
+        ("nproc", "%s (of %s)" % (usable, os.cpu_count())),
+        ("CPU", cpu),
+        ("RAM", ram),
+        ("OS", "%s %s" % (platform.system(), platform.release())),
+        ("load average", "%.2f %.2f %.2f" % os.getloadavg()),
+    ]
+    return info
+
+
+def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print("+" + line + "+")
+    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths)) + " |")
+    print("+" + line + "+")
+    for r in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print("+" + line + "+")
+
+
+# ============================================================================ main
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["_snapshot"]:  # internal: runs under the venv's python
+        return snapshot_main(argv[1])
+
+    ap = argparse.ArgumentParser(
+        description="Run airlock's benchmarks (B1 deploy vs dbt build, B2 plan, B3 publish) and print a report.")
+    ap.add_argument("--sizes", help="B1 project sizes in models, comma separated (default 100,500,2000)")
+    ap.add_argument("--runs", type=int, help="timed runs per variant (default 3)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke check: --sizes 20 --runs 1 --b2-models 2000 (explicit flags still win)")
+    ap.add_argument("--b2-models", type=int, help="models in the B2 plan project (default 15000)")
+    ap.add_argument("--only", default="B1,B2,B3", help="benchmarks to run, e.g. B1,B2 (default all)")
+    ap.add_argument("--no-build", action="store_true", help="skip `cargo build --release`; use the existing binary")
+    ap.add_argument("--dbt-no-partial-parse", action="store_true",
+                    help="pass --no-partial-parse to dbt (cold parse every run; default: dbt's warm default)")
+    ap.add_argument("--tmp", help="work directory (default: a new temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (projects, databases, logs)")
+    args = ap.parse_args(argv)
+
+    sizes = [int(s) for s in (args.sizes or ("20" if args.quick else "100,500,2000")).split(",") if s.strip()]
+    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    b2_models = args.b2_models if args.b2_models is not None else (2000 if args.quick else 15000)
+    only = {s.strip().upper() for s in args.only.split(",") if s.strip()}
+    if runs < 1 or any(n < 5 for n in sizes):
+        ap.error("--runs must be >= 1 and every size >= 5")
+
+    tmp = os.path.abspath(args.tmp) if args.tmp else tempfile.mkdtemp(prefix="airlock-bench-")
+    os.makedirs(tmp, exist_ok=True)
+    reproduce = "cd %s && python3 benches/run.py %s" % (
+        shlex.quote(REPO), " ".join(shlex.quote(a) for a in argv))
+    say("airlock benchmarks: B1 sizes %s x %d runs, B2 %d models, only %s; work dir %s" % (
+        sizes, runs, b2_models, ",".join(sorted(only)), tmp))
+    load_before = "%.2f %.2f %.2f" % os.getloadavg()
+
+    report: list[tuple[str, str, str, str]] = []
+    failures: list[str] = []
+    versions = {}
+    try:
+        if "B1" in only:
+            versions.update(ensure_venv())
+        if only & {"B1", "B2"}:
+            build_airlock(args.no_build)
+            r = run([AIRLOCK, "--version"], cwd=REPO)
+            versions["airlock"] = r.out.strip() if r.rc == 0 else "unknown"
+        if "B1" in only:
+            for n in sizes:
+                try:
+                    bench_b1(n, runs, tmp, not args.dbt_no_partial_parse, report, failures)
+                except StepFailed as e:
+                    failures.append("B1 N=%d: %s" % (n, e))
+                    say(str(e))
+            if GOAL_RATIO_N not in sizes:
+                report.append(("B1 N=%d dbt/airlock" % GOAL_RATIO_N, "not measured (sizes %s)" % sizes,
+                               ">= %gx" % GOAL_RATIO, "n/a"))
+        if "B2" in only:
+            bench_b2(b2_models, runs, tmp, report, failures)
+        if "B3" in only:
+            bench_b3(report, failures)
+    except StepFailed as e:
+        failures.append(str(e))
+        say("FAILED: %s" % e)
+    except KeyboardInterrupt:
+        failures.append("interrupted")
+    finally:
+        if args.keep or failures:
+            say("work directory kept: %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print("== airlock benchmark report ==")
+    if report:
+        print_table(report, ("benchmark", "measured", "goal", "met"))
+    print()
+    info = machine_info()
+    info.insert(4, ("load before run", load_before))
+    for k, v in versions.items():
+        info.append((k, v))
+    info.append(("python", platform.python_version()))
+    width = max(len(k) for k, _ in info)
+    for k, v in info:
+        print("%s  %s" % (k.ljust(width), v))
+    print("reproduce: %s" % reproduce)
+    print("notes: B1 timings are wall clock around each process (time.perf_counter); dbt runs with")
+    print("       partial parsing warm%s; airlock runs with --statement-log on." % (
+        " OFF (--dbt-no-partial-parse)" if args.dbt_no_partial_parse else " (its default)"))
+    if failures:
+        print()
+        print("FAILED steps:")
+        for f in failures:
+            print("  - " + f)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

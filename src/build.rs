@@ -1,0 +1,377 @@
+//! The native builder: turns the selection into steps (statements for models
+//! and seeds, gate queries for tests) and runs them in dependency order, up to
+//! `--threads` at once. A test runs right after the node it tests; a failing
+//! error-severity test skips that node's descendants, as `dbt build` does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use tokio::task::JoinSet;
+
+use crate::compile::{model_statements, seed_statements, Compiler};
+use crate::gate::{self, TestVerdict};
+use crate::graph::Dag;
+use crate::project::{Materialization, NodeId, NodeKind, TestKind};
+use crate::report::Progress;
+use crate::warehouse::{CatalogEntry, ObjectKind, Rows, Warehouse};
+
+/// Objects found in the warehouse, by (schema, name).
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    pub objects: BTreeMap<(String, String), CatalogEntry>,
+}
+
+impl Catalog {
+    pub fn new(entries: Vec<CatalogEntry>) -> Self {
+        Catalog { objects: entries.into_iter().map(|e| ((e.schema.clone(), e.name.clone()), e)).collect() }
+    }
+    pub fn get(&self, schema: &str, name: &str) -> Option<&CatalogEntry> {
+        self.objects.get(&(schema.to_string(), name.to_string()))
+    }
+    pub fn is_table(&self, schema: &str, name: &str) -> bool {
+        self.get(schema, name).is_some_and(|e| e.kind == ObjectKind::Table)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: NodeId,
+    pub statements: Vec<String>,
+    /// tests: the gate query
+    pub test: Option<String>,
+    pub deps: Vec<NodeId>,
+    /// incremental models building on a copy of prod
+    pub incremental: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    Built,
+    Pass,
+    Warn { failures: u64, sample: Rows },
+    Fail { failures: u64, sample: Rows },
+    Error { message: String },
+    Skipped { because: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub id: NodeId,
+    pub outcome: Outcome,
+    pub micros: u64,
+}
+
+impl StepResult {
+    fn bad(&self) -> bool {
+        matches!(self.outcome, Outcome::Fail { .. } | Outcome::Error { .. } | Outcome::Skipped { .. })
+    }
+}
+
+pub struct BuildInput<'a> {
+    pub compiler: &'a Compiler<'a>,
+    pub dag: &'a Dag,
+    pub selected: &'a BTreeSet<NodeId>,
+    /// prod objects, to decide incremental builds and check deferred refs
+    pub prod: &'a Catalog,
+    pub full_refresh: bool,
+}
+
+/// The steps that build the selection into the audit location.
+pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
+    let BuildInput { compiler, dag, selected, prod, full_refresh } = input;
+    let project = compiler.project;
+    let layout = compiler.layout;
+    let dialect = layout.dialect;
+    let in_audit: BTreeSet<NodeId> = selected.iter().filter(|id| project.node(id).is_relation()).cloned().collect();
+    let place = layout.placement(project, &in_audit);
+
+    // refs to relations outside the selection are read from prod: they must exist there
+    for id in selected.iter() {
+        let node = project.node(id);
+        if !(node.is_relation() || node.kind == NodeKind::Test) {
+            continue;
+        }
+        for dep in upstream_relations(project, id) {
+            if in_audit.contains(&dep) {
+                continue;
+            }
+            let up = project.node(&dep);
+            let schema = layout.prod_schema(up);
+            if prod.get(&schema, up.identifier()).is_none() {
+                anyhow::bail!(
+                    "{} reads {} '{}', which is not selected and does not exist in prod ({}); select it too (e.g. --select +{})",
+                    node.path.display(),
+                    up.kind.as_str(),
+                    up.name,
+                    layout.dialect.relation(&schema, up.identifier()),
+                    node.name
+                );
+            }
+        }
+    }
+
+    let order = dag.topo_order();
+    let topo_index: HashMap<&NodeId, usize> = order.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    let mut steps: Vec<Step> = Vec::new();
+    let step_ids: BTreeSet<NodeId> = selected
+        .iter()
+        .filter(|id| {
+            let n = project.node(id);
+            n.is_relation() || n.kind == NodeKind::Test
+        })
+        .cloned()
+        .collect();
+    // tests by the node they are attached to
+    let mut tests_of: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for id in &step_ids {
+        let n = project.node(id);
+        if n.kind == NodeKind::Test {
+            if let Some(owner) = &n.attached_to {
+                tests_of.entry(owner.clone()).or_default().push(id.clone());
+            }
+        }
+    }
+
+    for id in order.iter().filter(|id| step_ids.contains(*id)) {
+        let node = project.node(id);
+        let mut step = Step { id: id.clone(), statements: vec![], test: None, deps: vec![], incremental: false };
+        let ups = upstream_relations(project, id);
+        for up in &ups {
+            if step_ids.contains(up) {
+                step.deps.push(up.clone());
+            }
+            if node.kind == NodeKind::Test {
+                continue;
+            }
+            // wait for the tests of what we read, unless such a test itself reads us (or our descendants)
+            for t in tests_of.get(up).into_iter().flatten() {
+                let test = project.node(t);
+                let cyclic = test.depends_on.iter().any(|d| {
+                    d == id || (topo_index.get(d) > topo_index.get(id) && dag.descendants(id).contains(d))
+                });
+                if !cyclic {
+                    step.deps.push(t.clone());
+                }
+            }
+        }
+        step.deps.sort();
+        step.deps.dedup();
+        match node.kind {
+            NodeKind::Seed => {
+                step.statements = seed_statements(dialect, node, &layout.audit_relation(node));
+            }
+            NodeKind::Model => {
+                let target = layout.audit_relation(node);
+                let prod_schema = layout.prod_schema(node);
+                let incremental = node.materialization == Materialization::Incremental
+                    && !full_refresh
+                    && node.config.full_refresh != Some(true)
+                    && prod.is_table(&prod_schema, node.identifier());
+                let sql = compiler
+                    .select_sql(node, &place, Some(target.clone()), incremental)
+                    .with_context(|| format!("rendering model {}", node.name))?;
+                let base = layout.prod_relation(node);
+                step.statements = model_statements(dialect, node, &target, &sql, incremental.then_some(&base));
+                step.incremental = incremental;
+            }
+            NodeKind::Test => {
+                let sql = match node.test.as_ref().expect("test nodes carry a test") {
+                    TestKind::Generic { name, column, args } => {
+                        let owner = node.attached_to.as_ref().ok_or_else(|| anyhow!("test {} is attached to nothing", node.name))?;
+                        let model = place(owner);
+                        let to = args.get("to_node").and_then(|v| v.as_str()).map(|t| place(t));
+                        let args: serde_json::Map<String, serde_json::Value> = args.clone().into_iter().collect();
+                        gate::generic_test_sql(dialect, name, column, &args, &model, to.as_ref())
+                            .with_context(|| format!("{}: test {}", node.path.display(), node.name))?
+                    }
+                    TestKind::Singular { .. } => compiler.select_sql(node, &place, None, false)?,
+                };
+                step.test = Some(gate::gate_query(&sql));
+            }
+            NodeKind::Source => continue,
+        }
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+/// The relations a node reads, looking through ephemeral models.
+pub fn upstream_relations(project: &crate::project::Project, id: &str) -> BTreeSet<NodeId> {
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<NodeId> = project.node(id).depends_on.iter().cloned().collect();
+    let mut seen = BTreeSet::new();
+    while let Some(dep) = stack.pop() {
+        if !seen.insert(dep.clone()) {
+            continue;
+        }
+        let n = project.node(&dep);
+        if n.kind == NodeKind::Model && n.materialization == Materialization::Ephemeral {
+            stack.extend(n.depends_on.iter().cloned());
+        } else if n.kind != NodeKind::Source {
+            out.insert(dep);
+        }
+    }
+    out
+}
+
+/// Run the steps; returns one result per step, in completion order.
+pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::Project, steps: Vec<Step>, threads: usize, progress: &Progress) -> Vec<StepResult> {
+    let threads = threads.max(1);
+    let mut waiting: HashMap<NodeId, usize> = HashMap::new();
+    let mut children: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    let mut by_id: HashMap<NodeId, Step> = HashMap::new();
+    let mut ready: Vec<NodeId> = Vec::new();
+    for step in steps {
+        waiting.insert(step.id.clone(), step.deps.len());
+        for d in &step.deps {
+            children.entry(d.clone()).or_default().push(step.id.clone());
+        }
+        if step.deps.is_empty() {
+            ready.push(step.id.clone());
+        }
+        by_id.insert(step.id.clone(), step);
+    }
+    ready.sort_by(|a, b| b.cmp(a)); // pop() takes the smallest id first: a stable order
+    let mut results: HashMap<NodeId, StepResult> = HashMap::new();
+    let mut order: Vec<NodeId> = Vec::new();
+    let mut running: JoinSet<StepResult> = JoinSet::new();
+
+    loop {
+        while running.len() < threads {
+            let Some(id) = ready.pop() else { break };
+            let step = by_id.remove(&id).expect("each step runs once");
+            // a dependency failed: skip instead of running
+            if let Some(bad) = step.deps.iter().find(|d| results.get(*d).is_some_and(StepResult::bad)) {
+                let because = project.node(bad).name.clone();
+                let r = StepResult { id: id.clone(), outcome: Outcome::Skipped { because }, micros: 0 };
+                progress.step_done(&project.node(&id).name, "skipped");
+                complete(r, &mut results, &mut order, &children, &mut waiting, &mut ready);
+                continue;
+            }
+            progress.step_started(&project.node(&id).name);
+            let wh = warehouse.clone();
+            let severity_warn = project.node(&id).severity() == crate::project::Severity::Warn;
+            let node = project.node(&id).clone();
+            running.spawn(async move {
+                let t = Instant::now();
+                let outcome = run_one(&*wh, &step, severity_warn).await;
+                let _ = node;
+                StepResult { id: step.id, outcome, micros: t.elapsed().as_micros() as u64 }
+            });
+        }
+        let Some(joined) = running.join_next().await else { break };
+        let r = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                // a panic inside a step is a bug; report it instead of losing the run
+                tracing::error!("build step stopped: {e}");
+                continue;
+            }
+        };
+        let label = match &r.outcome {
+            Outcome::Built => "built",
+            Outcome::Pass => "pass",
+            Outcome::Warn { .. } => "warn",
+            Outcome::Fail { .. } => "FAIL",
+            Outcome::Error { .. } => "ERROR",
+            Outcome::Skipped { .. } => "skipped",
+        };
+        progress.step_done(&project.node(&r.id).name, label);
+        complete(r, &mut results, &mut order, &children, &mut waiting, &mut ready);
+    }
+    order.into_iter().filter_map(|id| results.remove(&id)).collect()
+}
+
+fn complete(
+    r: StepResult,
+    results: &mut HashMap<NodeId, StepResult>,
+    order: &mut Vec<NodeId>,
+    children: &HashMap<NodeId, Vec<NodeId>>,
+    waiting: &mut HashMap<NodeId, usize>,
+    ready: &mut Vec<NodeId>,
+) {
+    let id = r.id.clone();
+    results.insert(id.clone(), r);
+    order.push(id.clone());
+    let mut newly = Vec::new();
+    for c in children.get(&id).into_iter().flatten() {
+        let n = waiting.get_mut(c).expect("child is a step");
+        *n -= 1;
+        if *n == 0 {
+            newly.push(c.clone());
+        }
+    }
+    ready.extend(newly);
+    ready.sort_by(|a, b| b.cmp(a));
+}
+
+async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Outcome {
+    if let Some(query) = &step.test {
+        return match wh.query(query).await {
+            Ok(rows) => {
+                let (failures, sample) = gate::read_result(rows);
+                match (failures, severity_warn) {
+                    (0, _) => Outcome::Pass,
+                    (_, true) => Outcome::Warn { failures, sample },
+                    (_, false) => Outcome::Fail { failures, sample },
+                }
+            }
+            Err(e) => Outcome::Error { message: format!("{e:#}") },
+        };
+    }
+    let result = match step.statements.len() {
+        0 => Ok(()),
+        1 => wh.execute(&step.statements[0]).await,
+        _ => wh.execute_atomic(&step.statements).await,
+    };
+    match result {
+        Ok(()) => Outcome::Built,
+        Err(e) => Outcome::Error { message: format!("{e:#}") },
+    }
+}
+
+/// Summary counts of a build.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Counts {
+    pub built: usize,
+    pub tests: usize,
+    pub passed: usize,
+    pub warned: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub skipped: usize,
+}
+
+impl Counts {
+    pub fn of(results: &[StepResult], project: &crate::project::Project) -> Counts {
+        let mut c = Counts::default();
+        for r in results {
+            let is_test = project.node(&r.id).kind == NodeKind::Test;
+            if is_test {
+                c.tests += 1;
+            }
+            match r.outcome {
+                Outcome::Built => c.built += 1,
+                Outcome::Pass => c.passed += 1,
+                Outcome::Warn { .. } => c.warned += 1,
+                Outcome::Fail { .. } => c.failed += 1,
+                Outcome::Error { .. } => c.errors += 1,
+                Outcome::Skipped { .. } => c.skipped += 1,
+            }
+        }
+        c
+    }
+
+    pub fn verdict(&self) -> TestVerdict {
+        if self.failed > 0 {
+            TestVerdict::Block
+        } else if self.warned > 0 {
+            TestVerdict::Warn
+        } else {
+            TestVerdict::Pass
+        }
+    }
+}

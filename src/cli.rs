@@ -1,0 +1,109 @@
+//! Command-line types (clap derive). Raw arguments stop here: `config.rs`
+//! turns them into a checked [`crate::config::RunConfig`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about = "Build into an audit location, gate on every test, then publish.", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The dbt project directory
+    #[arg(long, global = true, default_value = ".", value_name = "DIR")]
+    pub project_dir: PathBuf,
+    /// Where profiles.yml is (default: DBT_PROFILES_DIR, the project dir, then ~/.dbt)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// The profile target (default: the profile's `target:`)
+    #[arg(long, short = 't', global = true)]
+    pub target: Option<String>,
+    /// Output format on stdout
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Project variables as YAML, e.g. '{min_date: 2024-01-01}'
+    #[arg(long, global = true, value_name = "YAML")]
+    pub vars: Option<String>,
+    /// More logging on stderr (-v statements, -vv everything)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build into the audit location, run every test, publish when the gate is green
+    Deploy(RunArgs),
+    /// Build into the audit location and run every test; never publishes
+    Build(RunArgs),
+    /// Dry run: what would be built and published (writes nothing)
+    Plan(PlanArgs),
+    /// The ledger of releases
+    History,
+    /// Restore the previous release, or the one given with --to
+    Rollback(RollbackArgs),
+    /// Write a commented airlock.toml into the project
+    Init(InitArgs),
+    /// Break a deploy lock left by a process that is gone
+    Unlock,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Nodes to build, dbt syntax: name, +name, name+, tag:x, path:dir
+    #[arg(short = 's', long, num_args = 1.., value_name = "SELECTOR")]
+    pub select: Vec<String>,
+    /// Nodes to leave out, same syntax
+    #[arg(long, num_args = 1.., value_name = "SELECTOR")]
+    pub exclude: Vec<String>,
+    /// Nodes built at once (default: airlock.toml, else the number of cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rebuild incremental models from scratch
+    #[arg(long)]
+    pub full_refresh: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Write every statement with its duration as JSON lines to FILE
+    #[arg(long, value_name = "FILE")]
+    pub statement_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Print the exact statements
+    #[arg(long)]
+    pub show_sql: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RollbackArgs {
+    /// Release id to restore (default: the release before the current one)
+    #[arg(long, value_name = "RELEASE")]
+    pub to: Option<i64>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    /// Overwrite an existing airlock.toml
+    #[arg(long)]
+    pub force: bool,
+}

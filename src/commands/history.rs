@@ -1,0 +1,55 @@
+//! `airlock history`: the ledger, newest first, with which releases can still
+//! be restored.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::ExitStatus;
+use crate::ledger::{self, Release};
+use crate::report;
+use crate::session::Session;
+use crate::warehouse::Warehouse;
+
+#[derive(Serialize)]
+struct HistoryRow {
+    #[serde(flatten)]
+    release: Release,
+    can_roll_back_to: bool,
+}
+
+pub async fn run(session: &Session) -> Result<ExitStatus> {
+    let wh = session.open_warehouse(true)?;
+    let has_ledger = !wh.catalog(&[ledger::SCHEMA.to_string()]).await?.is_empty();
+    let all = if has_ledger { ledger::releases(&*wh).await? } else { vec![] };
+    let rows: Vec<HistoryRow> = all.iter().rev().map(|r| HistoryRow { release: r.clone(), can_roll_back_to: ledger::restorable(&all, r.id) }).collect();
+    let table = rows
+        .iter()
+        .map(|h| {
+            let r = &h.release;
+            let what = match r.restores {
+                Some(to) => format!("rollback to {to}"),
+                None => r.strategy.clone(),
+            };
+            vec![
+                r.id.to_string(),
+                r.started_at.clone(),
+                r.status.clone(),
+                what,
+                r.selection.clone(),
+                format!("{}/{}/{}", r.built, r.tests, r.failed),
+                r.published.to_string(),
+                r.git_commit.as_deref().map(|c| c.chars().take(8).collect()).unwrap_or_default(),
+                if h.can_roll_back_to { "yes".into() } else { "no".into() },
+            ]
+        })
+        .collect();
+    let empty = format!("no releases yet in {}", wh.describe());
+    report::print_table(
+        session.cfg.format,
+        &["release", "started (UTC)", "status", "strategy", "selection", "built/tests/failed", "published", "commit", "can roll back to"],
+        table,
+        &serde_json::json!({ "status": "ok", "releases": rows }),
+        &empty,
+    );
+    Ok(ExitStatus::Success)
+}

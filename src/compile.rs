@@ -1,0 +1,223 @@
+//! From project nodes to SQL: where each relation lives (prod, audit, backup),
+//! how a model renders for a given placement, ephemeral models inlined as
+//! CTEs, and the statements that materialize a node.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::project::{Materialization, Node, NodeId, NodeKind, Project};
+use crate::render::{Names, Placement, Relation, RenderScope, Renderer};
+use crate::warehouse::Dialect;
+
+/// Where things live in the warehouse.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub dialect: Dialect,
+    /// the profile's schema: prod for nodes without a custom schema
+    pub target_schema: String,
+    /// audit schema naming, `{schema}` is the prod schema
+    pub audit_pattern: String,
+    /// relative file reads resolve against these, in order
+    pub search_dirs: Vec<PathBuf>,
+}
+
+impl Layout {
+    /// dbt's generate_schema_name: custom schemas are appended to the target's.
+    pub fn prod_schema(&self, node: &Node) -> String {
+        match node.config.schema.as_deref().map(str::trim) {
+            Some(custom) if !custom.is_empty() => format!("{}_{custom}", self.target_schema),
+            _ => self.target_schema.clone(),
+        }
+    }
+
+    pub fn audit_schema(&self, prod_schema: &str) -> String {
+        self.audit_pattern.replace("{schema}", prod_schema)
+    }
+
+    pub fn relation(&self, schema: &str, node: &Node) -> Relation {
+        let ident = node.identifier().to_string();
+        Relation { database: None, schema: schema.to_string(), identifier: ident.clone(), rendered: self.dialect.relation(schema, &ident) }
+    }
+
+    pub fn prod_relation(&self, node: &Node) -> Relation {
+        self.relation(&self.prod_schema(node), node)
+    }
+
+    pub fn audit_relation(&self, node: &Node) -> Relation {
+        self.relation(&self.audit_schema(&self.prod_schema(node)), node)
+    }
+
+    /// A source: its declared table, or a file read for `external_location`.
+    pub fn source_relation(&self, node: &Node) -> Relation {
+        let (schema, ident) = node.source_relation.clone().unwrap_or_default();
+        let rendered = match &node.config.external_location {
+            Some(loc) if loc.contains('(') => loc.clone(),
+            Some(loc) => self.dialect.literal(&self.resolve_file(loc)),
+            None => self.dialect.relation(&schema, &ident),
+        };
+        Relation { database: None, schema, identifier: ident, rendered }
+    }
+
+    /// A relative path becomes absolute (working directory first, then the
+    /// project), so published views do not depend on where they are queried from.
+    fn resolve_file(&self, loc: &str) -> String {
+        let p = Path::new(loc);
+        if p.is_absolute() || loc.contains("://") {
+            return loc.to_string();
+        }
+        for dir in &self.search_dirs {
+            let candidate = dir.join(p);
+            // a glob cannot be checked for existence; its folder can
+            let probe = if loc.contains('*') { candidate.parent().map(Path::to_path_buf).unwrap_or_default() } else { candidate.clone() };
+            if probe.exists() {
+                return candidate.display().to_string();
+            }
+        }
+        loc.to_string()
+    }
+
+    /// Placement for one run: nodes in `in_audit` resolve to the audit
+    /// location, other relations to prod, ephemeral models to their CTE.
+    pub fn placement(&self, project: &Project, in_audit: &BTreeSet<NodeId>) -> Placement {
+        let mut map: HashMap<NodeId, Relation> = HashMap::with_capacity(project.nodes.len());
+        for node in project.nodes.values() {
+            let rel = match node.kind {
+                NodeKind::Source => self.source_relation(node),
+                NodeKind::Model if node.materialization == Materialization::Ephemeral => Relation {
+                    database: None,
+                    schema: String::new(),
+                    identifier: node.name.clone(),
+                    rendered: cte_name(self.dialect, &node.name),
+                },
+                NodeKind::Model | NodeKind::Seed if in_audit.contains(&node.id) => self.audit_relation(node),
+                NodeKind::Model | NodeKind::Seed => self.prod_relation(node),
+                NodeKind::Test => continue,
+            };
+            map.insert(node.id.clone(), rel);
+        }
+        let map = Arc::new(map);
+        Arc::new(move |id: &str| map.get(id).cloned().unwrap_or_else(|| Relation { database: None, schema: String::new(), identifier: id.into(), rendered: id.into() }))
+    }
+}
+
+fn cte_name(dialect: Dialect, name: &str) -> String {
+    dialect.quote(&format!("__dbt__cte__{name}"))
+}
+
+/// Renders nodes to SQL for a placement.
+pub struct Compiler<'a> {
+    pub project: &'a Project,
+    pub renderer: &'a Renderer,
+    pub names: Arc<Names>,
+    pub layout: &'a Layout,
+}
+
+impl Compiler<'_> {
+    /// The SELECT of a model (or singular test), ephemeral refs inlined as CTEs.
+    pub fn select_sql(&self, node: &Node, place: &Placement, this: Option<Relation>, is_incremental: bool) -> Result<String> {
+        let (body, refs) = self.render(node, place, this, is_incremental)?;
+        let mut ctes: Vec<(String, String)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        self.collect_ephemerals(&refs, place, &mut ctes, &mut seen)?;
+        if ctes.is_empty() {
+            return Ok(body);
+        }
+        let with = ctes.iter().map(|(name, sql)| format!("{} AS (\n{}\n)", cte_name(self.layout.dialect, name), sql)).collect::<Vec<_>>().join(",\n");
+        Ok(format!("WITH {with}\nSELECT * FROM (\n{body}\n) AS airlock_model"))
+    }
+
+    fn render(&self, node: &Node, place: &Placement, this: Option<Relation>, is_incremental: bool) -> Result<(String, Vec<NodeId>)> {
+        let scope = RenderScope::new(self.names.clone(), place.clone(), this, is_incremental);
+        let source = match &node.test {
+            Some(crate::project::TestKind::Singular { sql }) => sql.as_str(),
+            _ => node.raw_sql.as_str(),
+        };
+        let sql = self.renderer.render(&node.path.display().to_string(), source, &scope)?;
+        let refs = scope.take().refs;
+        Ok((strip_sql(&sql), refs))
+    }
+
+    /// Ephemeral models referenced (directly or through other ephemerals), upstream first.
+    fn collect_ephemerals(&self, refs: &[NodeId], place: &Placement, out: &mut Vec<(String, String)>, seen: &mut BTreeSet<NodeId>) -> Result<()> {
+        for id in refs {
+            let node = self.project.node(id);
+            if node.materialization != Materialization::Ephemeral || !seen.insert(id.clone()) {
+                continue;
+            }
+            let (sql, inner) = self.render(node, place, None, false).with_context(|| format!("rendering ephemeral model {}", node.name))?;
+            self.collect_ephemerals(&inner, place, out, seen)?;
+            out.push((node.name.clone(), sql));
+        }
+        Ok(())
+    }
+}
+
+/// Trailing semicolons and whitespace would break wrapping the SQL.
+pub fn strip_sql(sql: &str) -> String {
+    let mut s = sql.trim();
+    while let Some(stripped) = s.strip_suffix(';') {
+        s = stripped.trim_end();
+    }
+    s.to_string()
+}
+
+/// Statements that load a seed CSV into `target`.
+pub fn seed_statements(dialect: Dialect, node: &Node, target: &Relation) -> Vec<String> {
+    let path = node.seed_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    match dialect {
+        Dialect::DuckDb => {
+            let mut opts = String::from("header = true, auto_detect = true");
+            if !node.config.column_types.is_empty() {
+                let types = node
+                    .config
+                    .column_types
+                    .iter()
+                    .map(|(c, t)| format!("{}: {}", dialect.literal(c), dialect.literal(t)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                opts.push_str(&format!(", types = {{{types}}}"));
+            }
+            vec![format!("CREATE OR REPLACE TABLE {} AS SELECT * FROM read_csv({}, {opts})", target.rendered, dialect.literal(&path))]
+        }
+        // seeds on remote warehouses are loaded by their adapters (later issues)
+        _ => vec![format!("-- load {} into {}", path, target.rendered)],
+    }
+}
+
+/// Statements that materialize a model whose SELECT is `sql` into `target`.
+/// `copy_from`: for incremental models, the prod table the audit copy starts from.
+pub fn model_statements(dialect: Dialect, node: &Node, target: &Relation, sql: &str, incremental_base: Option<&Relation>) -> Vec<String> {
+    match node.materialization {
+        Materialization::View => vec![format!("CREATE OR REPLACE VIEW {} AS\n{sql}", target.rendered)],
+        Materialization::Table => vec![format!("CREATE OR REPLACE TABLE {} AS\n{sql}", target.rendered)],
+        Materialization::Incremental => match incremental_base {
+            None => vec![format!("CREATE OR REPLACE TABLE {} AS\n{sql}", target.rendered)],
+            Some(base) => {
+                let mut stmts = Vec::new();
+                if base.rendered != target.rendered {
+                    stmts.push(format!("CREATE OR REPLACE TABLE {} AS SELECT * FROM {}", target.rendered, base.rendered));
+                }
+                let tmp = dialect.quote(&format!("airlock_new_{}", node.identifier()));
+                stmts.push(format!("CREATE OR REPLACE TEMP TABLE {tmp} AS\n{sql}"));
+                if let Some(keys) = &node.config.unique_key {
+                    let cond = keys
+                        .iter()
+                        .map(|k| {
+                            let k = dialect.quote(k.trim());
+                            format!("{tmp}.{k} = {}.{k}", dialect.quote(&target.identifier))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" AND ");
+                    stmts.push(format!("DELETE FROM {} WHERE EXISTS (SELECT 1 FROM {tmp} WHERE {cond})", target.rendered));
+                }
+                stmts.push(format!("INSERT INTO {} BY NAME SELECT * FROM {tmp}", target.rendered));
+                stmts.push(format!("DROP TABLE {tmp}"));
+                stmts
+            }
+        },
+        Materialization::Ephemeral | Materialization::Seed => vec![],
+    }
+}

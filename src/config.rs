@@ -1,0 +1,176 @@
+//! One checked configuration per run, from flags, `airlock.toml` and the dbt
+//! profile. The core never reads raw arguments.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
+
+use crate::cli::{Format, GlobalArgs, SelectArgs};
+use crate::project::profile::{self, Profile};
+use crate::project::{read_header, ProjectHeader};
+
+pub const SETTINGS_FILE: &str = "airlock.toml";
+
+/// `airlock.toml`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub deploy: DeploySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// audit schema naming; `{schema}` is the prod schema
+    #[serde(default = "default_audit")]
+    pub audit_schema: String,
+    /// releases whose backups are kept for rollback
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    pub threads: Option<usize>,
+}
+
+fn default_audit() -> String {
+    "{schema}__audit".into()
+}
+fn default_keep() -> usize {
+    5
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings { audit_schema: default_audit(), keep: default_keep(), threads: None }
+    }
+}
+
+
+pub fn read_settings(project_dir: &Path) -> Result<Settings> {
+    let path = project_dir.join(SETTINGS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
+    let settings: Settings = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let audit = &settings.deploy.audit_schema;
+    if !audit.contains("{schema}") || audit.trim() == "{schema}" {
+        bail!("{}: audit_schema = '{audit}' must contain {{schema}} and differ from it (the audit location must not be prod)", path.display());
+    }
+    if settings.deploy.keep == 0 {
+        bail!("{}: keep = 0 would leave nothing to roll back to; use 1 or more", path.display());
+    }
+    Ok(settings)
+}
+
+/// Everything a command needs, checked.
+pub struct RunConfig {
+    pub project_dir: PathBuf,
+    pub header: ProjectHeader,
+    pub profile: Profile,
+    pub settings: Settings,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    pub format: Format,
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
+    pub threads: usize,
+    pub full_refresh: bool,
+}
+
+impl RunConfig {
+    pub fn new(global: &GlobalArgs, select: &SelectArgs) -> Result<RunConfig> {
+        let project_dir = global.project_dir.clone();
+        if !project_dir.is_dir() {
+            bail!("--project-dir {}: no such directory", project_dir.display());
+        }
+        let header = read_header(&project_dir)?;
+        let settings = read_settings(&project_dir)?;
+        let file = profile::find_profiles_file(global.profiles_dir.as_deref(), &project_dir)?;
+        let profile = profile::load_profile(&file, &header.profile, global.target.as_deref())?;
+        let vars = match &global.vars {
+            None => BTreeMap::new(),
+            Some(text) => {
+                let yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| anyhow!("--vars: invalid YAML: {e}"))?;
+                let json = serde_json::to_value(yaml).map_err(|e| anyhow!("--vars: {e}"))?;
+                match json {
+                    serde_json::Value::Object(map) => map.into_iter().collect(),
+                    serde_json::Value::Null => BTreeMap::new(),
+                    other => bail!("--vars: expected a mapping like '{{key: value}}', got {other}"),
+                }
+            }
+        };
+        if select.threads == Some(0) {
+            bail!("--threads 0: need at least 1");
+        }
+        let threads = select
+            .threads
+            .or(settings.deploy.threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        Ok(RunConfig {
+            project_dir,
+            header,
+            profile,
+            settings,
+            vars,
+            format: global.format,
+            select: select.select.clone(),
+            exclude: select.exclude.clone(),
+            threads,
+            full_refresh: select.full_refresh,
+        })
+    }
+
+    /// `target` as templates see it; no credentials in it.
+    pub fn target_value(&self) -> serde_json::Value {
+        let mut t = serde_json::json!({
+            "name": self.profile.target_name,
+            "profile_name": self.profile.profile_name,
+            "schema": self.profile.schema,
+            "type": self.profile.warehouse_type(),
+            "threads": self.threads,
+        });
+        let crate::project::profile::WarehouseSettings::DuckDb { path } = &self.profile.warehouse;
+        let db = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "memory".into());
+        t["database"] = serde_json::Value::String(db);
+        t["path"] = serde_json::Value::String(path.clone());
+        t
+    }
+
+    /// Relative file reads resolve against the working directory, then the project.
+    pub fn search_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        if let Ok(cwd) = std::env::current_dir() {
+            dirs.push(cwd);
+        }
+        if let Ok(p) = self.project_dir.canonicalize() {
+            if !dirs.contains(&p) {
+                dirs.push(p);
+            }
+        }
+        dirs
+    }
+
+    pub fn selection_text(&self) -> String {
+        let mut s = if self.select.is_empty() { "*".to_string() } else { self.select.join(" ") };
+        if !self.exclude.is_empty() {
+            s.push_str(&format!(" --exclude {}", self.exclude.join(" ")));
+        }
+        s
+    }
+}
+
+pub const INIT_TEMPLATE: &str = r#"# airlock settings for this project. Every key is optional; flags override.
+
+[deploy]
+# Where the audit build goes: {schema} is the production schema of each node.
+# The audit location must differ from prod.
+audit_schema = "{schema}__audit"
+
+# How many published releases keep their backups for `airlock rollback`.
+keep = 5
+
+# Nodes built at once (default: the number of cores). --threads overrides.
+# threads = 4
+"#;

@@ -1,0 +1,119 @@
+//! Tests become queries that return failing rows; their results become the
+//! gate's verdict: pass, warn (reported, does not block) or block.
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use crate::project::{Node, Severity, TestKind};
+use crate::render::Relation;
+use crate::warehouse::{Dialect, Rows};
+
+/// Sample rows kept per failing test.
+pub const SAMPLE_ROWS: usize = 5;
+
+/// The query that returns the failing rows of a generic test.
+pub fn generic_test_sql(dialect: Dialect, name: &str, column: &str, args: &serde_json::Map<String, Value>, model: &Relation, to: Option<&Relation>) -> Result<String> {
+    let col = dialect.quote(column);
+    Ok(match name {
+        "not_null" => format!("SELECT * FROM {} WHERE {col} IS NULL", model.rendered),
+        "unique" => format!(
+            "SELECT {col} AS unique_field, COUNT(*) AS n_records FROM {} WHERE {col} IS NOT NULL GROUP BY {col} HAVING COUNT(*) > 1",
+            model.rendered
+        ),
+        "accepted_values" => {
+            let Some(Value::Array(values)) = args.get("values") else { bail!("accepted_values needs a list of values") };
+            let quote = args.get("quote").and_then(Value::as_bool).unwrap_or(true);
+            let list = values
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) if quote => dialect.literal(s),
+                    Value::String(s) => s.clone(),
+                    other if quote => dialect.literal(&other.to_string()),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT {col} AS value_field, COUNT(*) AS n_records FROM {} WHERE {col} NOT IN ({list}) GROUP BY {col}",
+                model.rendered
+            )
+        }
+        "relationships" => {
+            let Some(to) = to else { bail!("relationships needs 'to'") };
+            let field = args.get("field").and_then(Value::as_str).unwrap_or("id");
+            let field = dialect.quote(field);
+            format!(
+                "SELECT child.{col} AS from_field FROM {} AS child LEFT JOIN {} AS parent ON child.{col} = parent.{field} \
+                 WHERE child.{col} IS NOT NULL AND parent.{field} IS NULL",
+                model.rendered, to.rendered
+            )
+        }
+        other => bail!("unknown test '{other}'"),
+    })
+}
+
+/// Wrap a failing-rows query: the count of failures and the first rows.
+pub fn gate_query(test_sql: &str) -> String {
+    format!("SELECT COUNT(*) OVER () AS airlock_failures, * FROM (\n{test_sql}\n) AS airlock_test LIMIT {SAMPLE_ROWS}")
+}
+
+/// Read the result of [`gate_query`]: number of failing rows and a sample.
+pub fn read_result(rows: Rows) -> (u64, Rows) {
+    let failures = rows.rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let sample = Rows {
+        columns: rows.columns.iter().skip(1).cloned().collect(),
+        rows: rows.rows.into_iter().map(|r| r.into_iter().skip(1).collect()).collect(),
+    };
+    (failures, sample)
+}
+
+/// What a test's failures mean for the gate.
+pub fn verdict(node: &Node, failures: u64) -> TestVerdict {
+    match (failures, node.severity()) {
+        (0, _) => TestVerdict::Pass,
+        (_, Severity::Warn) => TestVerdict::Warn,
+        (_, Severity::Error) => TestVerdict::Block,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestVerdict {
+    Pass,
+    Warn,
+    Block,
+}
+
+/// A human description of a test for reports: `unique(order_id)` / singular file.
+pub fn describe(node: &Node) -> String {
+    match &node.test {
+        Some(TestKind::Generic { name, column, .. }) => format!("{name}({column})"),
+        Some(TestKind::Singular { .. }) => node.path.display().to_string(),
+        None => node.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> Relation {
+        Relation { database: None, schema: "m".into(), identifier: s.into(), rendered: Dialect::DuckDb.relation("m", s) }
+    }
+
+    #[test]
+    fn accepted_values_quotes_values_and_column() {
+        let mut args = serde_json::Map::new();
+        args.insert("values".into(), serde_json::json!(["a", "it's"]));
+        let sql = generic_test_sql(Dialect::DuckDb, "accepted_values", "status", &args, &rel("orders"), None).unwrap();
+        assert!(sql.contains(r#""status" NOT IN ('a', 'it''s')"#), "{sql}");
+    }
+
+    #[test]
+    fn results_split_count_from_sample() {
+        let rows = Rows { columns: vec!["airlock_failures".into(), "id".into()], rows: vec![vec![Some("7".into()), Some("1".into())]] };
+        let (n, sample) = read_result(rows);
+        assert_eq!(n, 7);
+        assert_eq!(sample.columns, vec!["id".to_string()]);
+    }
+}

@@ -1,0 +1,21 @@
+//! airlock: build a dbt-style project into an audit location, gate on every
+//! test, and publish to production only when the gate is green.
+//!
+//! Data flows one way: cli/config -> project -> graph -> compile -> build ->
+//! gate -> publish/ledger -> report.
+
+pub mod build;
+pub mod cli;
+pub mod commands;
+pub mod compile;
+pub mod config;
+pub mod gate;
+pub mod graph;
+pub mod ledger;
+pub mod project;
+pub mod publish;
+pub mod render;
+pub mod report;
+pub mod session;
+pub mod suggest;
+pub mod warehouse;

@@ -1,0 +1,202 @@
+//! `dbt_project.yml`: paths, vars, and the folder-scoped `models:` / `seeds:`
+//! config trees, applied the way dbt applies them (general to specific, tags
+//! additive, `+` prefix optional).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::NodeConfig;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) struct DbtProjectFile {
+    pub name: String,
+    pub profile: Option<String>,
+    #[serde(alias = "source-paths")]
+    pub model_paths: Option<Vec<String>>,
+    #[serde(alias = "data-paths")]
+    pub seed_paths: Option<Vec<String>>,
+    pub test_paths: Option<Vec<String>>,
+    pub macro_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub vars: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pub models: Value,
+    #[serde(default)]
+    pub seeds: Value,
+    #[serde(default, alias = "data_tests")]
+    pub tests: Value,
+}
+
+pub(super) fn read(root: &Path) -> Result<DbtProjectFile> {
+    let path = root.join("dbt_project.yml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {} (is --project-dir a dbt project?)", path.display()))?;
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let json = serde_json::to_value(yaml).with_context(|| format!("{}: unsupported YAML", path.display()))?;
+    let file: DbtProjectFile =
+        serde_json::from_value(json).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if file.name.trim().is_empty() {
+        bail!("{}: 'name' is empty", path.display());
+    }
+    Ok(file)
+}
+
+impl DbtProjectFile {
+    /// Global vars plus the ones scoped to this project.
+    pub fn project_vars(&self) -> BTreeMap<String, Value> {
+        let mut vars = BTreeMap::new();
+        for (k, v) in &self.vars {
+            if k == &self.name {
+                continue;
+            }
+            vars.insert(k.clone(), v.clone());
+        }
+        if let Some(Value::Object(scoped)) = self.vars.get(&self.name) {
+            for (k, v) in scoped {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+        vars
+    }
+}
+
+/// Config keys dbt accepts without the `+` prefix in a config tree.
+const KNOWN_KEYS: &[&str] = &[
+    "materialized",
+    "schema",
+    "alias",
+    "tags",
+    "enabled",
+    "unique_key",
+    "incremental_strategy",
+    "severity",
+    "column_types",
+    "full_refresh",
+    "database",
+    "meta",
+    "docs",
+    "persist_docs",
+    "on_schema_change",
+    "quote_columns",
+    "pre-hook",
+    "post-hook",
+    "grants",
+    "contract",
+    "external_location",
+];
+
+/// Apply the config tree to a node whose fully qualified name is `fqn`
+/// (project, folders..., node name).
+pub(super) fn apply_tree(tree: &Value, fqn: &[String], cfg: &mut NodeConfig, origin: &str) -> Result<()> {
+    let mut level = tree;
+    apply_level(level, cfg, origin)?;
+    for part in fqn {
+        match level.get(part.as_str()) {
+            Some(next @ Value::Object(_)) => {
+                level = next;
+                apply_level(level, cfg, origin)?;
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+fn apply_level(level: &Value, cfg: &mut NodeConfig, origin: &str) -> Result<()> {
+    let Value::Object(map) = level else { return Ok(()) };
+    for (key, value) in map {
+        if let Some(stripped) = key.strip_prefix('+') {
+            apply_config(cfg, stripped, value, origin)?;
+        } else if KNOWN_KEYS.contains(&key.as_str()) && !value.is_object() || key == "column_types" || key == "meta" {
+            apply_config(cfg, key, value, origin)?;
+        }
+    }
+    Ok(())
+}
+
+fn as_string(key: &str, value: &Value, origin: &str) -> Result<Option<String>> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Bool(_) | Value::Number(_) => Ok(Some(value.to_string())),
+        _ => bail!("{origin}: config '{key}' must be a string, got {value}"),
+    }
+}
+
+fn as_list(key: &str, value: &Value, origin: &str) -> Result<Vec<String>> {
+    match value {
+        Value::Null => Ok(vec![]),
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => bail!("{origin}: config '{key}' must list strings, got {other}"),
+            })
+            .collect(),
+        other => bail!("{origin}: config '{key}' must be a string or a list, got {other}"),
+    }
+}
+
+/// Apply one config key; shared by the project tree, YAML `config:` blocks and
+/// `config()` calls in SQL.
+pub(crate) fn apply_config(cfg: &mut NodeConfig, key: &str, value: &Value, origin: &str) -> Result<()> {
+    match key {
+        "materialized" => cfg.materialized = as_string(key, value, origin)?,
+        "schema" => cfg.schema = as_string(key, value, origin)?,
+        "alias" => cfg.alias = as_string(key, value, origin)?,
+        "tags" | "tag" => cfg.tags.extend(as_list(key, value, origin)?),
+        "enabled" => match value {
+            Value::Bool(b) => cfg.enabled = Some(*b),
+            Value::String(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+                cfg.enabled = Some(s.eq_ignore_ascii_case("true"))
+            }
+            other => bail!("{origin}: config 'enabled' must be true or false, got {other}"),
+        },
+        "full_refresh" => match value {
+            Value::Bool(b) => cfg.full_refresh = Some(*b),
+            Value::Null => cfg.full_refresh = None,
+            other => bail!("{origin}: config 'full_refresh' must be true or false, got {other}"),
+        },
+        "unique_key" => {
+            let keys = as_list(key, value, origin)?;
+            cfg.unique_key = if keys.is_empty() { None } else { Some(keys) };
+        }
+        "incremental_strategy" => cfg.incremental_strategy = as_string(key, value, origin)?,
+        "severity" => {
+            let sev = as_string(key, value, origin)?;
+            if let Some(s) = &sev {
+                if !s.eq_ignore_ascii_case("warn") && !s.eq_ignore_ascii_case("error") {
+                    bail!("{origin}: severity must be 'warn' or 'error', got '{s}'");
+                }
+            }
+            cfg.severity = sev;
+        }
+        "column_types" => match value {
+            Value::Object(map) => {
+                for (col, ty) in map {
+                    if let Some(ty) = as_string(key, ty, origin)? {
+                        cfg.column_types.insert(col.clone(), ty);
+                    }
+                }
+            }
+            Value::Null => {}
+            other => bail!("{origin}: config 'column_types' must map columns to types, got {other}"),
+        },
+        "external_location" => cfg.external_location = as_string(key, value, origin)?,
+        "meta" => {
+            if let Some(loc) = value.get("external_location") {
+                cfg.external_location = as_string("external_location", loc, origin)?;
+            }
+        }
+        // accepted for compatibility; they do not change what airlock builds
+        _ => {}
+    }
+    Ok(())
+}

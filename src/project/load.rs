@@ -1,0 +1,522 @@
+//! Reading a project directory into a [`Project`]: files are found, YAML is
+//! parsed, every model and singular test is rendered once to discover its refs,
+//! sources and `config()` calls, and configs are merged in dbt's precedence
+//! (dbt_project.yml < YAML properties < `config()` in SQL).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use super::dbt_project::{self, apply_config, apply_tree, DbtProjectFile};
+use super::properties::{self, ColumnProps, TestDecl};
+use super::{MacroFile, Materialization, Node, NodeConfig, NodeId, NodeKind, Project, TestKind};
+use crate::render::{Names, Relation, RenderScope, Renderer};
+
+/// `dbt_project.yml`, read first: the profile it names decides the target.
+pub struct ProjectHeader {
+    pub root: PathBuf,
+    pub name: String,
+    pub profile: String,
+    file: DbtProjectFile,
+}
+
+pub fn read_header(root: &Path) -> Result<ProjectHeader> {
+    let file = dbt_project::read(root)?;
+    let profile = file.profile.clone().unwrap_or_else(|| file.name.clone());
+    Ok(ProjectHeader { root: root.to_path_buf(), name: file.name.clone(), profile, file })
+}
+
+/// A loaded project with the renderer and name table its SQL is rendered with.
+pub struct Loaded {
+    pub project: Project,
+    pub renderer: Renderer,
+    pub names: Arc<Names>,
+}
+
+pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<String, Value>) -> Result<Loaded> {
+    let ProjectHeader { root, name, profile, file } = header;
+    let paths = |given: &Option<Vec<String>>, default: &str| -> Vec<String> {
+        given.clone().unwrap_or_else(|| vec![default.to_string()])
+    };
+    let model_dirs = paths(&file.model_paths, "models");
+    let seed_dirs = paths(&file.seed_paths, "seeds");
+    let test_dirs = paths(&file.test_paths, "tests");
+    let macro_dirs = paths(&file.macro_paths, "macros");
+
+    let mut vars = file.project_vars();
+    vars.extend(cli_vars);
+
+    let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
+    let mut by_name: HashMap<String, NodeId> = HashMap::new();
+    let mut disabled: HashMap<String, String> = HashMap::new();
+
+    // models
+    for dir in &model_dirs {
+        for path in walk(&root, dir, "sql")? {
+            let rel = rel_path(&root, &path);
+            let stem = file_stem(&path);
+            let raw_sql = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
+            let fqn = fqn_of(&name, dir, &root, &path);
+            let mut config = NodeConfig::default();
+            apply_tree(&file.models, &fqn, &mut config, "dbt_project.yml")?;
+            let id = format!("model.{name}.{stem}");
+            let node = Node {
+                id: id.clone(),
+                kind: NodeKind::Model,
+                name: stem.clone(),
+                path: PathBuf::from(&rel),
+                fqn,
+                config,
+                raw_sql,
+                depends_on: BTreeSet::new(),
+                materialization: Materialization::View,
+                attached_to: None,
+                test: None,
+                source_relation: None,
+                seed_file: None,
+            };
+            insert_unique(&mut nodes, &mut by_name, node)?;
+        }
+    }
+
+    // seeds
+    for dir in &seed_dirs {
+        for path in walk(&root, dir, "csv")? {
+            let rel = rel_path(&root, &path);
+            check_csv(&path, &rel)?;
+            let stem = file_stem(&path);
+            let fqn = fqn_of(&name, dir, &root, &path);
+            let mut config = NodeConfig::default();
+            apply_tree(&file.seeds, &fqn, &mut config, "dbt_project.yml")?;
+            let node = Node {
+                id: format!("seed.{name}.{stem}"),
+                kind: NodeKind::Seed,
+                name: stem,
+                path: PathBuf::from(&rel),
+                fqn,
+                config,
+                raw_sql: String::new(),
+                depends_on: BTreeSet::new(),
+                materialization: Materialization::Seed,
+                attached_to: None,
+                test: None,
+                source_relation: None,
+                seed_file: Some(path.clone()),
+            };
+            insert_unique(&mut nodes, &mut by_name, node)?;
+        }
+    }
+
+    // YAML properties: sources, model/seed properties, generic tests
+    let mut decls: Vec<(NodeId, TestDecl, String)> = Vec::new();
+    let mut sources: HashMap<(String, String), NodeId> = HashMap::new();
+    for dir in model_dirs.iter().chain(seed_dirs.iter()) {
+        let mut files = walk(&root, dir, "yml")?;
+        files.extend(walk(&root, dir, "yaml")?);
+        files.sort();
+        for path in files {
+            let rel = rel_path(&root, &path);
+            let props = properties::read(&path, &rel)?;
+            for src in props.sources {
+                for table in src.tables {
+                    let id = format!("source.{name}.{}.{}", src.name, table.name);
+                    let mut config = NodeConfig::default();
+                    apply_config(&mut config, "meta", &src.meta, &rel)?;
+                    apply_config(&mut config, "meta", &src.config.get("meta").cloned().unwrap_or(Value::Null), &rel)?;
+                    if let Some(loc) = src.config.get("external_location") {
+                        apply_config(&mut config, "external_location", loc, &rel)?;
+                    }
+                    apply_config(&mut config, "meta", &table.meta, &rel)?;
+                    if let Some(loc) = table.config.get("external_location") {
+                        apply_config(&mut config, "external_location", loc, &rel)?;
+                    }
+                    let identifier = table.identifier.clone().unwrap_or_else(|| table.name.clone());
+                    if let Some(loc) = &mut config.external_location {
+                        *loc = loc.replace("{name}", &table.name).replace("{identifier}", &identifier);
+                    }
+                    let schema = src.schema.clone().unwrap_or_else(|| src.name.clone());
+                    if sources.insert((src.name.clone(), table.name.clone()), id.clone()).is_some() {
+                        bail!("{rel}: source '{}.{}' is declared twice", src.name, table.name);
+                    }
+                    let owner = format!("source '{}.{}'", src.name, table.name);
+                    collect_tests(&mut decls, &id, &owner, &rel, &table.columns, &table.tests, &table.data_tests)?;
+                    nodes.insert(
+                        id.clone(),
+                        Node {
+                            id,
+                            kind: NodeKind::Source,
+                            name: format!("{}.{}", src.name, table.name),
+                            path: PathBuf::from(&rel),
+                            fqn: vec![name.clone(), src.name.clone(), table.name.clone()],
+                            config,
+                            raw_sql: String::new(),
+                            depends_on: BTreeSet::new(),
+                            materialization: Materialization::View,
+                            attached_to: None,
+                            test: None,
+                            source_relation: Some((schema, identifier)),
+                            seed_file: None,
+                        },
+                    );
+                }
+            }
+            for (resources, kind) in [(props.models, NodeKind::Model), (props.seeds, NodeKind::Seed)] {
+                for res in resources {
+                    let id = format!("{}.{name}.{}", kind.as_str(), res.name);
+                    let Some(node) = nodes.get_mut(&id) else {
+                        let candidates: Vec<&str> = by_name.keys().map(String::as_str).collect();
+                        bail!(
+                            "{rel}: properties for {} '{}', which has no file{}",
+                            kind.as_str(),
+                            res.name,
+                            crate::suggest::hint(&res.name, candidates)
+                        );
+                    };
+                    if let Value::Object(cfg) = &res.config {
+                        for (k, v) in cfg {
+                            apply_config(&mut node.config, k, v, &rel)?;
+                        }
+                    }
+                    if !res.tags.is_null() {
+                        apply_config(&mut node.config, "tags", &res.tags, &rel)?;
+                    }
+                    let owner = format!("{} '{}'", kind.as_str(), res.name);
+                    collect_tests(&mut decls, &id, &owner, &rel, &res.columns, &res.tests, &res.data_tests)?;
+                }
+            }
+        }
+    }
+
+    // disabled nodes leave the project, but stay known for a clear error
+    let off: Vec<NodeId> = nodes.values().filter(|n| n.config.enabled == Some(false)).map(|n| n.id.clone()).collect();
+    for id in off {
+        let node = nodes.remove(&id).expect("present");
+        by_name.remove(&node.name);
+        disabled.insert(node.name.clone(), node.path.display().to_string());
+    }
+
+    // macros
+    let mut macros = Vec::new();
+    for dir in &macro_dirs {
+        for path in walk(&root, dir, "sql")? {
+            let rel = rel_path(&root, &path);
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
+            let (source, names) = rewrite_macros(&text);
+            macros.push(MacroFile { name: rel, source, macros: names });
+        }
+    }
+
+    let names = Arc::new(Names { project: name.clone(), refs: by_name, sources, disabled });
+    let renderer = Renderer::new(&macros, vars.clone(), target)?;
+
+    // Render every model once to find refs, sources and config().
+    let placeholder = placeholder_placement(&nodes);
+    let model_ids: Vec<NodeId> = nodes.values().filter(|n| n.kind == NodeKind::Model).map(|n| n.id.clone()).collect();
+    for id in &model_ids {
+        let node = &nodes[id];
+        let this = placeholder(id);
+        let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(this), false);
+        renderer.render(&node.path.display().to_string(), &node.raw_sql, &scope)?;
+        let rec = scope.take();
+        let origin = format!("config() in {}", node.path.display());
+        let node = nodes.get_mut(id).expect("present");
+        for (k, v) in &rec.config {
+            apply_config(&mut node.config, k, v, &origin)?;
+        }
+        node.depends_on.extend(rec.refs);
+        node.depends_on.extend(rec.sources);
+    }
+
+    // generic tests become nodes
+    let mut test_names: HashMap<String, usize> = HashMap::new();
+    for (owner_id, decl, rel) in decls {
+        let Some(owner) = nodes.get(&owner_id) else { continue }; // on a disabled node
+        let owner_name = owner.name.replace('.', "_");
+        let column = decl.column.clone().unwrap_or_default();
+        let prefix = if owner.kind == NodeKind::Source { "source_" } else { "" };
+        let base = format!("{prefix}{}_{owner_name}_{}", decl.test, column.replace([' ', '"'], "_"));
+        let n = test_names.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let test_name = if *n == 1 { base } else { format!("{base}_{n}") };
+        let mut depends_on = BTreeSet::from([owner_id.clone()]);
+        let mut args = decl.args.clone();
+        if decl.test == "relationships" {
+            let to = args.get("to").and_then(Value::as_str).ok_or_else(|| anyhow!("{rel}: relationships test on {owner_id}: 'to' must be a string like ref('customers')"))?;
+            let scope = RenderScope::new(names.clone(), placeholder.clone(), None, false);
+            let expr = if to.contains("ref(") || to.contains("source(") { format!("{{{{ {to} }}}}") } else { format!("{{{{ ref('{to}') }}}}") };
+            renderer.render(&rel, &expr, &scope)?;
+            let rec = scope.take();
+            let target = rec.refs.into_iter().chain(rec.sources).next().ok_or_else(|| anyhow!("{rel}: relationships 'to: {to}' names no model or source"))?;
+            args.insert("to_node".into(), Value::String(target.clone()));
+            depends_on.insert(target);
+        }
+        let mut config = NodeConfig::default();
+        let fqn = vec![name.clone(), test_name.clone()];
+        apply_tree(&file.tests, &fqn, &mut config, "dbt_project.yml")?;
+        if let Value::Object(cfg) = &decl.config {
+            for (k, v) in cfg {
+                apply_config(&mut config, k, v, &rel)?;
+            }
+        }
+        let id = format!("test.{name}.{test_name}");
+        nodes.insert(
+            id.clone(),
+            Node {
+                id,
+                kind: NodeKind::Test,
+                name: test_name,
+                path: PathBuf::from(&rel),
+                fqn,
+                config,
+                raw_sql: String::new(),
+                depends_on,
+                materialization: Materialization::View,
+                attached_to: Some(owner_id),
+                test: Some(TestKind::Generic { name: decl.test, column, args }),
+                source_relation: None,
+                seed_file: None,
+            },
+        );
+    }
+
+    // singular tests
+    for dir in &test_dirs {
+        for path in walk(&root, dir, "sql")? {
+            let rel = rel_path(&root, &path);
+            if rel.split('/').any(|part| part == "generic") {
+                continue; // generic test definitions, not tests
+            }
+            let raw_sql = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
+            let stem = file_stem(&path);
+            let scope = RenderScope::new(names.clone(), placeholder.clone(), None, false);
+            renderer.render(&rel, &raw_sql, &scope)?;
+            let rec = scope.take();
+            let mut config = NodeConfig::default();
+            let fqn = fqn_of(&name, dir, &root, &path);
+            apply_tree(&file.tests, &fqn, &mut config, "dbt_project.yml")?;
+            for (k, v) in &rec.config {
+                apply_config(&mut config, k, v, &format!("config() in {rel}"))?;
+            }
+            let depends_on: BTreeSet<NodeId> = rec.refs.iter().chain(rec.sources.iter()).cloned().collect();
+            // a singular test guards the last model it reads, like dbt's attachment
+            let attached_to = rec.refs.last().or(rec.sources.last()).cloned();
+            let id = format!("test.{name}.{stem}");
+            if nodes.contains_key(&id) {
+                bail!("duplicate test name '{stem}': {rel} and {}", nodes[&id].path.display());
+            }
+            nodes.insert(
+                id.clone(),
+                Node {
+                    id,
+                    kind: NodeKind::Test,
+                    name: stem,
+                    path: PathBuf::from(&rel),
+                    fqn,
+                    config,
+                    raw_sql: raw_sql.clone(),
+                    depends_on,
+                    materialization: Materialization::View,
+                    attached_to,
+                    test: Some(TestKind::Singular { sql: raw_sql }),
+                    source_relation: None,
+                    seed_file: None,
+                },
+            );
+        }
+    }
+
+    // materializations
+    for node in nodes.values_mut() {
+        if node.kind != NodeKind::Model {
+            continue;
+        }
+        let m = node.config.materialized.as_deref().unwrap_or("view");
+        node.materialization = Materialization::parse(m).filter(|m| *m != Materialization::Seed).ok_or_else(|| {
+            anyhow!(
+                "{}: unknown materialization '{m}'{}; airlock builds view, table, incremental, ephemeral",
+                node.path.display(),
+                crate::suggest::hint(m, ["view", "table", "incremental", "ephemeral"])
+            )
+        })?;
+    }
+
+    Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros }, renderer, names })
+}
+
+/// At load time relations render as their prod names; the SQL is thrown away,
+/// only what the template referenced is kept.
+fn placeholder_placement(nodes: &BTreeMap<NodeId, Node>) -> crate::render::Placement {
+    let idents: HashMap<NodeId, String> = nodes.values().map(|n| (n.id.clone(), n.identifier().to_string())).collect();
+    Arc::new(move |id: &str| {
+        let ident = idents.get(id).cloned().unwrap_or_else(|| id.to_string());
+        Relation { database: None, schema: "main".into(), identifier: ident.clone(), rendered: format!("\"main\".\"{ident}\"") }
+    })
+}
+
+fn collect_tests(
+    out: &mut Vec<(NodeId, TestDecl, String)>,
+    owner_id: &str,
+    owner: &str,
+    rel: &str,
+    columns: &[ColumnProps],
+    tests: &[Value],
+    data_tests: &[Value],
+) -> Result<()> {
+    for col in columns {
+        for entry in col.tests.iter().chain(col.data_tests.iter()) {
+            let decl = properties::parse_test(entry, Some(&col.name), &format!("column '{}' of {owner}", col.name), rel)?;
+            out.push((owner_id.to_string(), decl, rel.to_string()));
+        }
+    }
+    for entry in tests.iter().chain(data_tests.iter()) {
+        let decl = properties::parse_test(entry, None, owner, rel)?;
+        out.push((owner_id.to_string(), decl, rel.to_string()));
+    }
+    Ok(())
+}
+
+fn insert_unique(nodes: &mut BTreeMap<NodeId, Node>, by_name: &mut HashMap<String, NodeId>, node: Node) -> Result<()> {
+    if let Some(existing) = by_name.get(&node.name) {
+        let other = &nodes[existing];
+        bail!(
+            "duplicate {} name '{}': {} and {} (names must be unique across models and seeds)",
+            node.kind.as_str(),
+            node.name,
+            other.path.display(),
+            node.path.display()
+        );
+    }
+    by_name.insert(node.name.clone(), node.id.clone());
+    nodes.insert(node.id.clone(), node);
+    Ok(())
+}
+
+/// Files with extension `ext` under `root/dir`, sorted, recursively.
+fn walk(root: &Path, dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
+    let base = root.join(dir);
+    let mut out = Vec::new();
+    if !base.is_dir() {
+        return Ok(out);
+    }
+    let mut stack = vec![base];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn rel_path(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn fqn_of(project: &str, dir: &str, root: &Path, path: &Path) -> Vec<String> {
+    let base = root.join(dir);
+    let rel = path.strip_prefix(&base).unwrap_or(path);
+    let mut fqn = vec![project.to_string()];
+    let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    if let Some((last, folders)) = parts.split_last() {
+        fqn.extend(folders.iter().cloned());
+        fqn.push(last.rsplit_once('.').map(|(s, _)| s.to_string()).unwrap_or_else(|| last.clone()));
+    }
+    fqn
+}
+
+/// A seed must be a CSV with a header and rows as wide as the header.
+fn check_csv(path: &Path, rel: &str) -> Result<()> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path).map_err(|e| anyhow!("{rel}: {e}"))?;
+    let headers = reader.headers().map_err(|e| anyhow!("{rel}: cannot read the header: {e}"))?.clone();
+    if headers.is_empty() || headers.iter().all(|h| h.trim().is_empty()) {
+        bail!("{rel}: a seed needs a header row");
+    }
+    let mut seen = BTreeSet::new();
+    for h in headers.iter() {
+        if !seen.insert(h) {
+            bail!("{rel}:1: column '{h}' appears twice in the header");
+        }
+    }
+    for record in reader.records() {
+        if let Err(e) = record {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            bail!("{rel}:{line}: {}", e.to_string().split(": ").last().unwrap_or("malformed row"));
+        }
+    }
+    Ok(())
+}
+
+/// Find macro names and turn dbt's `{% test x(...) %}` blocks into macros
+/// named `test_x`, which minijinja understands.
+fn rewrite_macros(text: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{%") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("%}") else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let trimmed = inner.trim_start_matches('-').trim_start();
+        let lead_ws = &inner[..inner.len() - trimmed.len()];
+        let (keyword, body) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed.trim_end_matches('-').trim_end(), ""));
+        let new_inner = match keyword {
+            "macro" | "test" => {
+                let body = body.trim_start();
+                let ident: String = body.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let ident = if keyword == "test" { format!("test_{ident}") } else { ident };
+                let remainder = &body[body.chars().take_while(|c| c.is_alphanumeric() || *c == '_').count()..];
+                names.push(ident.clone());
+                format!("{lead_ws}macro {ident}{remainder}")
+            }
+            "endtest" => inner.replacen("endtest", "endmacro", 1),
+            _ => inner.to_string(),
+        };
+        out.push_str("{%");
+        out.push_str(&new_inner);
+        out.push_str("%}");
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    names.sort();
+    names.dedup();
+    (out, names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_blocks_become_prefixed_macros() {
+        let (src, names) = rewrite_macros("{% test is_even(model, column_name) %}select 1{% endtest %}\n{%- macro m(x) -%}{{ x }}{%- endmacro %}");
+        assert_eq!(names, vec!["m".to_string(), "test_is_even".to_string()]);
+        assert!(src.contains("{% macro test_is_even(model, column_name) %}"));
+        assert!(src.contains("{% endmacro %}"));
+        assert!(src.contains("{%- macro m(x) -%}"));
+    }
+
+    #[test]
+    fn fqn_follows_folders() {
+        let root = Path::new("/p");
+        assert_eq!(fqn_of("shop", "models", root, Path::new("/p/models/marts/orders.sql")), vec!["shop", "marts", "orders"]);
+    }
+}

@@ -1,0 +1,179 @@
+//! The project as plain types: models, seeds, sources and tests of a dbt-style
+//! project, after config merging and dependency discovery. Loading lives in
+//! `load.rs`; nothing here talks to a warehouse.
+
+mod dbt_project;
+mod load;
+pub mod profile;
+mod properties;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+pub use load::load_project;
+
+/// A node id as dbt spells it: `model.shop.orders`, `seed.shop.raw_orders`,
+/// `source.shop.landing.shipments`, `test.shop.unique_orders_id`.
+pub type NodeId = String;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Model,
+    Seed,
+    Source,
+    Test,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Model => "model",
+            NodeKind::Seed => "seed",
+            NodeKind::Source => "source",
+            NodeKind::Test => "test",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialization {
+    View,
+    Table,
+    Incremental,
+    Ephemeral,
+    /// seeds are loaded, not selected from
+    Seed,
+}
+
+impl Materialization {
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "view" => Self::View,
+            "table" => Self::Table,
+            "incremental" => Self::Incremental,
+            "ephemeral" => Self::Ephemeral,
+            "seed" => Self::Seed,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::View => "view",
+            Self::Table => "table",
+            Self::Incremental => "incremental",
+            Self::Ephemeral => "ephemeral",
+            Self::Seed => "seed",
+        }
+    }
+    /// Whether the node leaves an object in the warehouse.
+    pub fn is_persisted(self) -> bool {
+        self != Self::Ephemeral
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warn,
+}
+
+/// Config as merged from dbt_project.yml, YAML properties and `config()`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    pub materialized: Option<String>,
+    pub schema: Option<String>,
+    pub alias: Option<String>,
+    pub tags: BTreeSet<String>,
+    pub enabled: Option<bool>,
+    pub unique_key: Option<Vec<String>>,
+    pub incremental_strategy: Option<String>,
+    pub severity: Option<String>,
+    pub column_types: BTreeMap<String, String>,
+    pub external_location: Option<String>,
+    pub full_refresh: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TestKind {
+    /// A built-in generic test on one column.
+    Generic {
+        name: String,
+        column: String,
+        args: BTreeMap<String, serde_json::Value>,
+    },
+    /// `tests/*.sql`: a query returning the failing rows.
+    Singular { sql: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub name: String,
+    /// file the node comes from, relative to the project root
+    pub path: PathBuf,
+    /// dbt's fully qualified name: project, folders, name
+    pub fqn: Vec<String>,
+    pub config: NodeConfig,
+    /// raw SQL (models, singular tests) before rendering
+    pub raw_sql: String,
+    /// direct upstream nodes (refs, sources; for tests the tested relations)
+    pub depends_on: BTreeSet<NodeId>,
+    pub materialization: Materialization,
+    /// tests: the node the test is declared on (its failure skips that node's descendants)
+    pub attached_to: Option<NodeId>,
+    pub test: Option<TestKind>,
+    /// sources: schema and table as declared
+    pub source_relation: Option<(String, String)>,
+    /// seeds: absolute path of the CSV
+    pub seed_file: Option<PathBuf>,
+}
+
+impl Node {
+    pub fn severity(&self) -> Severity {
+        match self.config.severity.as_deref() {
+            Some(s) if s.eq_ignore_ascii_case("warn") => Severity::Warn,
+            _ => Severity::Error,
+        }
+    }
+    pub fn identifier(&self) -> &str {
+        self.config.alias.as_deref().unwrap_or(&self.name)
+    }
+    /// Whether the node becomes an object in the warehouse.
+    pub fn is_relation(&self) -> bool {
+        matches!(self.kind, NodeKind::Model | NodeKind::Seed) && self.materialization.is_persisted()
+    }
+}
+
+/// A macro file: its template name and source, with dbt's `{% test %}` blocks
+/// rewritten to `test_`-prefixed macros.
+#[derive(Debug, Clone)]
+pub struct MacroFile {
+    pub name: String,
+    pub source: String,
+    pub macros: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub name: String,
+    pub root: PathBuf,
+    pub profile: String,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub macros: Vec<MacroFile>,
+}
+
+impl Project {
+    pub fn node(&self, id: &str) -> &Node {
+        &self.nodes[id]
+    }
+    pub fn relations(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.is_relation())
+    }
+}
+
+pub use load::{read_header, Loaded, ProjectHeader};

@@ -1,0 +1,164 @@
+//! YAML property files (`schema.yml`, `sources.yml`): sources, model and seed
+//! properties, and the generic tests declared on columns and models.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct PropertiesFile {
+    #[serde(default)]
+    pub sources: Vec<SourceDef>,
+    #[serde(default)]
+    pub models: Vec<ResourceProps>,
+    #[serde(default)]
+    pub seeds: Vec<ResourceProps>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SourceDef {
+    pub name: String,
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub meta: Value,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub tables: Vec<SourceTable>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SourceTable {
+    pub name: String,
+    pub identifier: Option<String>,
+    #[serde(default)]
+    pub meta: Value,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub columns: Vec<ColumnProps>,
+    #[serde(default)]
+    pub tests: Vec<Value>,
+    #[serde(default)]
+    pub data_tests: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ResourceProps {
+    pub name: String,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub tags: Value,
+    #[serde(default)]
+    pub columns: Vec<ColumnProps>,
+    #[serde(default)]
+    pub tests: Vec<Value>,
+    #[serde(default)]
+    pub data_tests: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ColumnProps {
+    pub name: String,
+    #[serde(default)]
+    pub tests: Vec<Value>,
+    #[serde(default)]
+    pub data_tests: Vec<Value>,
+}
+
+/// A generic test as declared, before it becomes a node.
+#[derive(Debug, Clone)]
+pub(super) struct TestDecl {
+    pub test: String,
+    pub column: Option<String>,
+    pub args: BTreeMap<String, Value>,
+    pub config: Value,
+}
+
+pub(super) const BUILTIN_TESTS: &[&str] = &["unique", "not_null", "accepted_values", "relationships"];
+
+pub(super) fn read(path: &Path, rel: &str) -> Result<PropertiesFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read {rel}: {e}"))?;
+    if text.trim().is_empty() {
+        return Ok(PropertiesFile::default());
+    }
+    let yaml: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| anyhow!("{rel}: invalid YAML: {e}"))?;
+    if yaml.is_null() {
+        return Ok(PropertiesFile::default());
+    }
+    let json = serde_json::to_value(yaml).map_err(|e| anyhow!("{rel}: unsupported YAML: {e}"))?;
+    serde_json::from_value(json).map_err(|e| anyhow!("{rel}: {e}"))
+}
+
+/// Parse a `tests:` / `data_tests:` entry: `unique`, or
+/// `{accepted_values: {values: [...], config: {severity: warn}}}`, or the
+/// dbt ≥ 1.10 form with an `arguments:` block.
+pub(super) fn parse_test(entry: &Value, column: Option<&str>, owner: &str, rel: &str) -> Result<TestDecl> {
+    let (name, body) = match entry {
+        Value::String(name) => (name.clone(), Value::Null),
+        Value::Object(map) if map.len() == 1 => {
+            let (k, v) = map.iter().next().expect("one entry");
+            (k.clone(), v.clone())
+        }
+        Value::Object(map) if map.contains_key("test_name") || map.contains_key("name") => {
+            let name = map.get("test_name").or_else(|| map.get("name")).and_then(|v| v.as_str()).unwrap_or_default();
+            (name.to_string(), entry.clone())
+        }
+        other => bail!("{rel}: cannot read the test {other} on {owner}: expected a test name or a one-key mapping"),
+    };
+    let name = name.strip_prefix("dbt.").unwrap_or(&name).to_string();
+    if !BUILTIN_TESTS.contains(&name.as_str()) {
+        let hint = crate::suggest::closest(&name, BUILTIN_TESTS.iter().copied())
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        bail!("{rel}: unknown test '{name}' on {owner}{hint}; airlock runs unique, not_null, accepted_values, relationships and singular tests");
+    }
+    let mut args = BTreeMap::new();
+    let mut config = Value::Null;
+    if let Value::Object(map) = body {
+        for (k, v) in map {
+            match k.as_str() {
+                "arguments" => {
+                    if let Value::Object(inner) = v {
+                        args.extend(inner);
+                    }
+                }
+                "config" => config = v,
+                "severity" => {
+                    let mut c = serde_json::Map::new();
+                    c.insert("severity".into(), v);
+                    if let Value::Object(existing) = &config {
+                        c.extend(existing.clone());
+                    }
+                    config = Value::Object(c);
+                }
+                "name" | "test_name" | "description" | "meta" | "tags" => {}
+                _ => {
+                    args.insert(k, v);
+                }
+            }
+        }
+    }
+    let needs: &[&str] = match name.as_str() {
+        "accepted_values" => &["values"],
+        "relationships" => &["to", "field"],
+        _ => &[],
+    };
+    for arg in needs {
+        if !args.contains_key(*arg) {
+            bail!("{rel}: test '{name}' on {owner} needs '{arg}'");
+        }
+    }
+    if column.is_none() && name != "relationships" {
+        // model-level generic tests take the column from `column_name`
+        if !args.contains_key("column_name") {
+            bail!("{rel}: test '{name}' on {owner} has no column: declare it under a column or give column_name");
+        }
+    }
+    let column = column.map(str::to_string).or_else(|| args.get("column_name").and_then(|v| v.as_str()).map(str::to_string));
+    Ok(TestDecl { test: name, column, args, config })
+}

@@ -1,0 +1,102 @@
+//! A loaded run: checked config, project, DAG, selection and layout, shared by
+//! every command that reads the project.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::compile::{Compiler, Layout};
+use crate::config::RunConfig;
+use crate::graph::Dag;
+use crate::project::{load_project, Loaded, NodeId};
+use crate::project::profile::WarehouseSettings;
+use crate::warehouse::duckdb::DuckDb;
+use crate::warehouse::Dialect;
+
+pub struct Session {
+    pub cfg: RunConfig,
+    pub loaded: Loaded,
+    pub dag: Dag,
+    pub selected: BTreeSet<NodeId>,
+    pub layout: Layout,
+}
+
+impl Session {
+    pub fn open(cfg: RunConfig) -> Result<Session> {
+        let header = crate::project::read_header(&cfg.project_dir)?;
+        let loaded = load_project(header, cfg.target_value(), cfg.vars.clone())?;
+        let dag = Dag::new(&loaded.project)?;
+        let selected = dag.select(&loaded.project, &cfg.select, &cfg.exclude)?;
+        let layout = Layout {
+            dialect: Dialect::DuckDb,
+            target_schema: cfg.profile.schema.clone(),
+            audit_pattern: cfg.settings.deploy.audit_schema.clone(),
+            search_dirs: cfg.search_dirs(),
+        };
+        let session = Session { cfg, loaded, dag, selected, layout };
+        session.check_schemas()?;
+        Ok(session)
+    }
+
+    /// The audit location must never be a prod location of this project.
+    fn check_schemas(&self) -> Result<()> {
+        let prod = self.all_prod_schemas();
+        for s in &prod {
+            let audit = self.layout.audit_schema(s);
+            if prod.contains(&audit) || audit == crate::ledger::SCHEMA {
+                anyhow::bail!("audit schema '{audit}' (from audit_schema = '{}') is also a production schema; choose another audit_schema in airlock.toml", self.layout.audit_pattern);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn project(&self) -> &crate::project::Project {
+        &self.loaded.project
+    }
+
+    pub fn compiler(&self) -> Compiler<'_> {
+        Compiler { project: &self.loaded.project, renderer: &self.loaded.renderer, names: self.loaded.names.clone(), layout: &self.layout }
+    }
+
+    /// Selected nodes that become warehouse objects, parents first.
+    pub fn selected_relations(&self) -> Vec<NodeId> {
+        self.dag.topo_order().into_iter().filter(|id| self.selected.contains(id) && self.project().node(id).is_relation()).collect()
+    }
+
+    /// Prod schemas of every relation of the project.
+    pub fn all_prod_schemas(&self) -> BTreeSet<String> {
+        self.project().relations().map(|n| self.layout.prod_schema(n)).collect()
+    }
+
+    /// Audit schemas of the selected relations.
+    pub fn audit_schemas(&self) -> Vec<String> {
+        let set: BTreeSet<String> = self.selected_relations().iter().map(|id| self.layout.audit_schema(&self.layout.prod_schema(self.project().node(id)))).collect();
+        set.into_iter().collect()
+    }
+
+    pub fn open_warehouse(&self, read_only: bool) -> Result<Arc<DuckDb>> {
+        let WarehouseSettings::DuckDb { path } = &self.cfg.profile.warehouse;
+        let dirs = self.cfg.search_dirs();
+        Ok(Arc::new(if read_only { DuckDb::open_read_only(path, &dirs)? } else { DuckDb::open(path, &dirs)? }))
+    }
+}
+
+/// Who is taking a lock, for the message a second deploy sees.
+pub fn lock_info(command: &str, release: Option<i64>) -> crate::warehouse::LockInfo {
+    crate::warehouse::LockInfo {
+        release,
+        command: command.to_string(),
+        started_at: crate::ledger::now(),
+        pid: std::process::id(),
+        host: hostname(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

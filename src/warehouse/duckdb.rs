@@ -1,0 +1,300 @@
+//! The embedded default warehouse: a DuckDB file. DDL is transactional, so
+//! publish is one transaction. DuckDB lets one process at a time open a file
+//! for writing, so the deploy lock is a file beside the database that names
+//! its holder; the ledger itself lives in the database.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context, Result};
+use async_trait::async_trait;
+use duckdb::{AccessMode, Config, Connection};
+
+use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, ObjectKind, Rows, Warehouse};
+
+pub struct DuckDb {
+    /// the database as named by the profile, resolved against the working directory
+    path: PathBuf,
+    in_memory: bool,
+    /// `None` when read-only and the file does not exist: nothing to read
+    base: Option<Mutex<Connection>>,
+    pool: Mutex<Vec<Connection>>,
+    lock_file: PathBuf,
+    holds_lock: Mutex<bool>,
+}
+
+impl DuckDb {
+    /// Open the database file for building and publishing.
+    pub fn open(path: &str, search_dirs: &[PathBuf]) -> Result<Self> {
+        Self::connect(path, search_dirs, false)
+    }
+
+    /// Open without writing a byte: `plan` and `history`. A missing file is an
+    /// empty warehouse, not an error, and is not created.
+    pub fn open_read_only(path: &str, search_dirs: &[PathBuf]) -> Result<Self> {
+        Self::connect(path, search_dirs, true)
+    }
+
+    fn connect(path: &str, search_dirs: &[PathBuf], read_only: bool) -> Result<Self> {
+        let in_memory = path == ":memory:" || path.is_empty();
+        let resolved = if in_memory { PathBuf::from(":memory:") } else { absolute(Path::new(path)) };
+        let lock_file = PathBuf::from(format!("{}.airlock-lock", resolved.display()));
+        let base = if read_only && !in_memory && !resolved.exists() {
+            None
+        } else {
+            if !in_memory {
+                if let Some(parent) = resolved.parent() {
+                    if !parent.as_os_str().is_empty() && !parent.exists() {
+                        fs::create_dir_all(parent).with_context(|| format!("cannot create the folder of {}", resolved.display()))?;
+                    }
+                }
+            }
+            let config = if read_only && !in_memory {
+                Config::default().access_mode(AccessMode::ReadOnly)?
+            } else {
+                Config::default()
+            };
+            let conn = if in_memory {
+                Connection::open_in_memory_with_flags(config)
+            } else {
+                Connection::open_with_flags(&resolved, config)
+            }
+            .map_err(|e| anyhow!("cannot open DuckDB file {}: {e}", resolved.display()))?;
+            let dirs: Vec<String> = search_dirs.iter().map(|d| d.display().to_string()).collect();
+            if !dirs.is_empty() {
+                // relative file reads (external sources) resolve against the working
+                // directory first, then the project
+                let setting = dirs.join(",").replace('\'', "''");
+                conn.execute_batch(&format!("SET file_search_path = '{setting}'"))?;
+            }
+            Some(Mutex::new(conn))
+        };
+        Ok(DuckDb { path: resolved, in_memory, base, pool: Mutex::new(Vec::new()), lock_file, holds_lock: Mutex::new(false) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether there is a database to read (a read-only open of a missing file has none).
+    pub fn exists(&self) -> bool {
+        self.base.is_some()
+    }
+
+    fn checkout(&self) -> Result<Connection> {
+        if let Some(conn) = self.pool.lock().expect("pool poisoned").pop() {
+            return Ok(conn);
+        }
+        let base = self.base.as_ref().ok_or_else(|| anyhow!("DuckDB file {} does not exist", self.path.display()))?;
+        let conn = base.lock().expect("connection poisoned").try_clone()?;
+        Ok(conn)
+    }
+
+    fn checkin(&self, conn: Connection) {
+        self.pool.lock().expect("pool poisoned").push(conn);
+    }
+
+    /// Run blocking DuckDB work on the blocking pool with a pooled connection.
+    async fn with_conn<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let conn = self.checkout()?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let r = f(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(|e| anyhow!("DuckDB worker stopped: {e}"))?;
+        self.checkin(conn);
+        result
+    }
+
+    fn read_lock(&self) -> Result<Option<LockInfo>> {
+        match fs::read_to_string(&self.lock_file) {
+            Ok(text) => Ok(Some(serde_json::from_str(&text).unwrap_or(LockInfo {
+                release: None,
+                command: "unknown".into(),
+                started_at: "unknown".into(),
+                pid: 0,
+                host: "unknown".into(),
+            }))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow!("cannot read lock {}: {e}", self.lock_file.display())),
+        }
+    }
+
+    fn write_lock_tmp(&self, info: &LockInfo) -> Result<PathBuf> {
+        let tmp = PathBuf::from(format!("{}.{}.tmp", self.lock_file.display(), std::process::id()));
+        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(serde_json::to_string_pretty(info)?.as_bytes())?;
+        f.sync_all()?;
+        Ok(tmp)
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+fn run_query(conn: &Connection, sql: &str) -> Result<Rows> {
+    // every value as text: one code path for samples, counts and the catalog
+    let wrapped = format!("SELECT COLUMNS(*)::VARCHAR FROM ({}) AS airlock_q", sql.trim().trim_end_matches(';'));
+    let mut stmt = conn.prepare(&wrapped)?;
+    let mut out = Vec::new();
+    let mut rows = stmt.query([])?;
+    let mut width = None;
+    while let Some(row) = rows.next()? {
+        let n = *width.get_or_insert_with(|| row.as_ref().column_count());
+        let mut vals = Vec::with_capacity(n);
+        for i in 0..n {
+            vals.push(row.get::<_, Option<String>>(i)?);
+        }
+        out.push(vals);
+    }
+    drop(rows);
+    let columns = stmt.column_names();
+    Ok(Rows { columns, rows: out })
+}
+
+#[async_trait]
+impl Warehouse for DuckDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::DuckDb
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { transactional_ddl: true, schema_swap: false, zero_copy_clone: false }
+    }
+
+    fn describe(&self) -> String {
+        format!("DuckDB {}", self.path.display())
+    }
+
+    async fn execute(&self, sql: &str) -> Result<()> {
+        let sql = sql.to_string();
+        self.with_conn(move |c| c.execute_batch(&sql).map_err(|e| anyhow!("{e}"))).await
+    }
+
+    async fn query(&self, sql: &str) -> Result<Rows> {
+        if self.base.is_none() {
+            return Ok(Rows::default());
+        }
+        let sql = sql.to_string();
+        self.with_conn(move |c| run_query(c, &sql)).await
+    }
+
+    async fn execute_atomic(&self, statements: &[String]) -> Result<()> {
+        let statements = statements.to_vec();
+        self.with_conn(move |c| {
+            c.execute_batch("BEGIN TRANSACTION")?;
+            for (i, stmt) in statements.iter().enumerate() {
+                if let Err(e) = c.execute_batch(stmt) {
+                    let _ = c.execute_batch("ROLLBACK");
+                    let first_line = stmt.lines().next().unwrap_or_default();
+                    return Err(anyhow!("{e} (statement {} of {}: {first_line}; rolled back)", i + 1, statements.len()));
+                }
+            }
+            if let Err(e) = c.execute_batch("COMMIT") {
+                let _ = c.execute_batch("ROLLBACK");
+                return Err(anyhow!("commit failed, rolled back: {e}"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
+        if self.base.is_none() || schemas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = schemas.iter().map(|s| Dialect::DuckDb.literal(s)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT schema_name, table_name, 'table' AS kind, NULL AS ddl FROM duckdb_tables() \
+             WHERE database_name = current_database() AND NOT temporary AND schema_name IN ({list}) \
+             UNION ALL \
+             SELECT schema_name, view_name, 'view', sql FROM duckdb_views() \
+             WHERE database_name = current_database() AND NOT internal AND NOT temporary AND schema_name IN ({list}) \
+             ORDER BY 1, 2"
+        );
+        let rows = self.query(&sql).await?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .map(|r| CatalogEntry {
+                schema: r[0].clone().unwrap_or_default(),
+                name: r[1].clone().unwrap_or_default(),
+                kind: if r[2].as_deref() == Some("view") { ObjectKind::View } else { ObjectKind::Table },
+                view_ddl: r[3].clone(),
+            })
+            .collect())
+    }
+
+    async fn lock(&self, info: &LockInfo) -> Result<(), LockError> {
+        if self.in_memory {
+            *self.holds_lock.lock().expect("poisoned") = true;
+            return Ok(());
+        }
+        let tmp = self.write_lock_tmp(info)?;
+        // hard_link fails if the lock exists: creation and content are one step
+        let result = fs::hard_link(&tmp, &self.lock_file);
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => {
+                *self.holds_lock.lock().expect("poisoned") = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = self.read_lock()?.map(|h| h.describe()).unwrap_or_else(|| "another process".into());
+                Err(LockError::Held { location: self.describe(), holder })
+            }
+            Err(e) => Err(LockError::Other(anyhow!("cannot create lock {}: {e}", self.lock_file.display()))),
+        }
+    }
+
+    async fn update_lock(&self, info: &LockInfo) -> Result<()> {
+        if self.in_memory || !*self.holds_lock.lock().expect("poisoned") {
+            return Ok(());
+        }
+        let tmp = self.write_lock_tmp(info)?;
+        fs::rename(&tmp, &self.lock_file).with_context(|| format!("cannot update lock {}", self.lock_file.display()))
+    }
+
+    async fn unlock(&self) -> Result<()> {
+        *self.holds_lock.lock().expect("poisoned") = false;
+        if self.in_memory {
+            return Ok(());
+        }
+        match fs::remove_file(&self.lock_file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow!("cannot remove lock {}: {e}", self.lock_file.display())),
+        }
+    }
+
+    async fn lock_holder(&self) -> Result<Option<LockInfo>> {
+        if self.in_memory {
+            return Ok(None);
+        }
+        self.read_lock()
+    }
+}
+
+/// Lock path for a database path, so `unlock` can find it without opening the database.
+pub fn lock_path(db_path: &str) -> PathBuf {
+    PathBuf::from(format!("{}.airlock-lock", absolute(Path::new(db_path)).display()))
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        // never leave a lock behind on an error path
+        if *self.holds_lock.lock().expect("poisoned") && !self.in_memory {
+            let _ = fs::remove_file(&self.lock_file);
+        }
+    }
+}
+
+pub type SharedDuckDb = Arc<DuckDb>;

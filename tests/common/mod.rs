@@ -1,0 +1,126 @@
+//! Helpers for integration tests of the real binary: run airlock in a scratch
+//! directory, read the resulting DuckDB file, checksum prod.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A scratch directory holding the DuckDB file of one test.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(!self.stderr.contains("panicked"), "panic:\n{}", self.stderr);
+        self
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the shop fixtures' profile puts the database.
+    pub fn db(&self) -> PathBuf {
+        self.path().join("shop.duckdb")
+    }
+
+    pub fn command(&self, project: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        cmd.current_dir(self.path())
+            .args(args)
+            .arg("--project-dir")
+            .arg(project)
+            .env("AIRLOCK_SHOP_DB", self.db())
+            .env("AIRLOCK_BAD_DB", self.path().join("bad.duckdb"))
+            .env_remove("DBT_PROFILES_DIR")
+            .env_remove("SHOP_CURRENCY")
+            .env_remove("AIRLOCK_LOG");
+        cmd
+    }
+
+    pub fn airlock(&self, project: &Path, args: &[&str]) -> Run {
+        Run::from(self.command(project, args).output().expect("run airlock"))
+    }
+
+    /// A copy of a fixture that the test may change.
+    pub fn copy_fixture(&self, name: &str) -> PathBuf {
+        let to = self.path().join(name);
+        copy_dir(&fixture(name), &to);
+        to
+    }
+
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        query(&self.db(), sql)
+    }
+
+    pub fn scalar(&self, sql: &str) -> String {
+        self.query(sql).remove(0).remove(0)
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every value as text, rows in the order the query gives.
+pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
+    let conn = duckdb::Connection::open_with_flags(db, duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).unwrap()).expect("open db");
+    let wrapped = format!("SELECT COLUMNS(*)::VARCHAR FROM ({sql})");
+    let mut stmt = conn.prepare(&wrapped).expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().unwrap() {
+        let n = row.as_ref().column_count();
+        out.push((0..n).map(|i| row.get::<_, Option<String>>(i).unwrap().unwrap_or_else(|| "NULL".into())).collect());
+    }
+    out
+}
+
+/// A checksum of every table and view in the prod schemas: name -> (kind, rows, hash of sorted rows).
+pub fn prod_checksums(db: &Path, schemas: &[&str]) -> BTreeMap<String, String> {
+    let list = schemas.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let objects = query(db, &format!("SELECT table_schema, table_name, table_type FROM information_schema.tables WHERE table_schema IN ({list}) ORDER BY 1, 2"));
+    let mut out = BTreeMap::new();
+    for o in objects {
+        let rel = format!("\"{}\".\"{}\"", o[0], o[1]);
+        let sum = query(db, &format!("SELECT COUNT(*), COALESCE(md5(string_agg(md5(t::VARCHAR), '' ORDER BY md5(t::VARCHAR))), '') FROM {rel} AS t"));
+        out.insert(format!("{}.{}", o[0], o[1]), format!("{} rows={} md5={}", o[2], sum[0][0], sum[0][1]));
+    }
+    out
+}
