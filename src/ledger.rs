@@ -73,12 +73,6 @@ pub async fn ensure(wh: &dyn Warehouse) -> Result<()> {
     wh.execute_atomic(&stmts).await.context("creating the airlock ledger")
 }
 
-/// Whether the ledger exists (read-only commands must not create it).
-pub async fn exists(wh: &dyn Warehouse, catalog_has: bool) -> bool {
-    let _ = wh;
-    catalog_has
-}
-
 pub async fn next_id(wh: &dyn Warehouse) -> Result<i64> {
     let rows = wh.query(&format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {}", t(wh.dialect(), "releases"))).await?;
     Ok(rows.rows.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(1))

@@ -90,3 +90,33 @@ pub fn statements(d: Dialect, release: &Release, changes: &[Change]) -> Vec<Stri
     out.push(ledger::finish_statement(d, release));
     out
 }
+
+/// Run independent statements (one per object, e.g. table clones on a
+/// warehouse without transactional DDL) with at most `limit` in flight.
+/// Returns the first error after letting the statements in flight finish.
+pub async fn run_bounded(wh: std::sync::Arc<dyn crate::warehouse::Warehouse>, statements: Vec<String>, limit: usize) -> anyhow::Result<()> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for sql in statements {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+        let wh = wh.clone();
+        set.spawn(async move {
+            let r = wh.execute(&sql).await;
+            drop(permit);
+            r
+        });
+    }
+    let mut first_err = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(anyhow::anyhow!("publish task stopped: {e}"));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}

@@ -18,60 +18,64 @@ pub struct DuckDb {
     /// the database as named by the profile, resolved against the working directory
     path: PathBuf,
     in_memory: bool,
-    /// `None` when read-only and the file does not exist: nothing to read
-    base: Option<Mutex<Connection>>,
+    read_only: bool,
+    search_dirs: Vec<PathBuf>,
+    /// opened on first use, so the deploy lock is taken before DuckDB's own file lock
+    base: Mutex<Option<Connection>>,
     pool: Mutex<Vec<Connection>>,
     lock_file: PathBuf,
     holds_lock: Mutex<bool>,
 }
 
 impl DuckDb {
-    /// Open the database file for building and publishing.
+    /// A database file for building and publishing (created on first use).
     pub fn open(path: &str, search_dirs: &[PathBuf]) -> Result<Self> {
-        Self::connect(path, search_dirs, false)
+        Ok(Self::new(path, search_dirs, false))
     }
 
-    /// Open without writing a byte: `plan` and `history`. A missing file is an
+    /// Read without writing a byte: `plan` and `history`. A missing file is an
     /// empty warehouse, not an error, and is not created.
     pub fn open_read_only(path: &str, search_dirs: &[PathBuf]) -> Result<Self> {
-        Self::connect(path, search_dirs, true)
+        Ok(Self::new(path, search_dirs, true))
     }
 
-    fn connect(path: &str, search_dirs: &[PathBuf], read_only: bool) -> Result<Self> {
+    fn new(path: &str, search_dirs: &[PathBuf], read_only: bool) -> Self {
         let in_memory = path == ":memory:" || path.is_empty();
         let resolved = if in_memory { PathBuf::from(":memory:") } else { absolute(Path::new(path)) };
         let lock_file = PathBuf::from(format!("{}.airlock-lock", resolved.display()));
-        let base = if read_only && !in_memory && !resolved.exists() {
-            None
-        } else {
-            if !in_memory {
-                if let Some(parent) = resolved.parent() {
-                    if !parent.as_os_str().is_empty() && !parent.exists() {
-                        fs::create_dir_all(parent).with_context(|| format!("cannot create the folder of {}", resolved.display()))?;
-                    }
+        DuckDb {
+            path: resolved,
+            in_memory,
+            read_only,
+            search_dirs: search_dirs.to_vec(),
+            base: Mutex::new(None),
+            pool: Mutex::new(Vec::new()),
+            lock_file,
+            holds_lock: Mutex::new(false),
+        }
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        if !self.in_memory && !self.read_only {
+            if let Some(parent) = self.path.parent() {
+                if !parent.as_os_str().is_empty() && !parent.exists() {
+                    fs::create_dir_all(parent).with_context(|| format!("cannot create the folder of {}", self.path.display()))?;
                 }
             }
-            let config = if read_only && !in_memory {
-                Config::default().access_mode(AccessMode::ReadOnly)?
-            } else {
-                Config::default()
-            };
-            let conn = if in_memory {
-                Connection::open_in_memory_with_flags(config)
-            } else {
-                Connection::open_with_flags(&resolved, config)
-            }
-            .map_err(|e| anyhow!("cannot open DuckDB file {}: {e}", resolved.display()))?;
-            let dirs: Vec<String> = search_dirs.iter().map(|d| d.display().to_string()).collect();
-            if !dirs.is_empty() {
-                // relative file reads (external sources) resolve against the working
-                // directory first, then the project
-                let setting = dirs.join(",").replace('\'', "''");
-                conn.execute_batch(&format!("SET file_search_path = '{setting}'"))?;
-            }
-            Some(Mutex::new(conn))
-        };
-        Ok(DuckDb { path: resolved, in_memory, base, pool: Mutex::new(Vec::new()), lock_file, holds_lock: Mutex::new(false) })
+        }
+        let config = if self.read_only && !self.in_memory { Config::default().access_mode(AccessMode::ReadOnly)? } else { Config::default() };
+        let conn = if self.in_memory { Connection::open_in_memory_with_flags(config) } else { Connection::open_with_flags(&self.path, config) }.map_err(|e| {
+            let holder = self.read_lock().ok().flatten().map(|h| format!(" (airlock lock held by {})", h.describe())).unwrap_or_default();
+            anyhow!("cannot open DuckDB file {}: {e}{holder}", self.path.display())
+        })?;
+        let dirs: Vec<String> = self.search_dirs.iter().map(|d| d.display().to_string()).collect();
+        if !dirs.is_empty() {
+            // relative file reads (external sources) resolve against the working
+            // directory first, then the project
+            let setting = dirs.join(",").replace('\'', "''");
+            conn.execute_batch(&format!("SET file_search_path = '{setting}'"))?;
+        }
+        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -80,16 +84,21 @@ impl DuckDb {
 
     /// Whether there is a database to read (a read-only open of a missing file has none).
     pub fn exists(&self) -> bool {
-        self.base.is_some()
+        !self.read_only || self.in_memory || self.path.exists()
     }
 
     fn checkout(&self) -> Result<Connection> {
         if let Some(conn) = self.pool.lock().expect("pool poisoned").pop() {
             return Ok(conn);
         }
-        let base = self.base.as_ref().ok_or_else(|| anyhow!("DuckDB file {} does not exist", self.path.display()))?;
-        let conn = base.lock().expect("connection poisoned").try_clone()?;
-        Ok(conn)
+        if !self.exists() {
+            anyhow::bail!("DuckDB file {} does not exist", self.path.display());
+        }
+        let mut base = self.base.lock().expect("connection poisoned");
+        if base.is_none() {
+            *base = Some(self.connect()?);
+        }
+        Ok(base.as_ref().expect("just opened").try_clone()?)
     }
 
     fn checkin(&self, conn: Connection) {
@@ -180,7 +189,7 @@ impl Warehouse for DuckDb {
     }
 
     async fn query(&self, sql: &str) -> Result<Rows> {
-        if self.base.is_none() {
+        if !self.exists() {
             return Ok(Rows::default());
         }
         let sql = sql.to_string();
@@ -208,7 +217,7 @@ impl Warehouse for DuckDb {
     }
 
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
-        if self.base.is_none() || schemas.is_empty() {
+        if !self.exists() || schemas.is_empty() {
             return Ok(Vec::new());
         }
         let list = schemas.iter().map(|s| Dialect::DuckDb.literal(s)).collect::<Vec<_>>().join(", ");

@@ -5,6 +5,7 @@
 //! the statement log, and the measure of airlock's own overhead.
 
 pub mod duckdb;
+pub mod latency;
 mod dialect;
 
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,63 @@
+//! A warehouse wrapper that adds a fixed delay to every statement, standing in
+//! for a remote warehouse's round trip. Used by benchmarks and tests only, to
+//! measure what airlock's concurrency buys when each statement is slow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use async_trait::async_trait;
+
+use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, Rows, Warehouse};
+
+pub struct Latency {
+    inner: Arc<dyn Warehouse>,
+    delay: Duration,
+}
+
+impl Latency {
+    pub fn new(inner: Arc<dyn Warehouse>, delay: Duration) -> Self {
+        Latency { inner, delay }
+    }
+}
+
+#[async_trait]
+impl Warehouse for Latency {
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn describe(&self) -> String {
+        format!("{} (+{} ms per statement)", self.inner.describe(), self.delay.as_millis())
+    }
+    async fn execute(&self, sql: &str) -> Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.execute(sql).await
+    }
+    async fn query(&self, sql: &str) -> Result<Rows> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.query(sql).await
+    }
+    async fn execute_atomic(&self, statements: &[String]) -> Result<()> {
+        tokio::time::sleep(self.delay * statements.len() as u32).await;
+        self.inner.execute_atomic(statements).await
+    }
+    async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.catalog(schemas).await
+    }
+    async fn lock(&self, info: &LockInfo) -> Result<(), LockError> {
+        self.inner.lock(info).await
+    }
+    async fn update_lock(&self, info: &LockInfo) -> Result<()> {
+        self.inner.update_lock(info).await
+    }
+    async fn unlock(&self) -> Result<()> {
+        self.inner.unlock().await
+    }
+    async fn lock_holder(&self) -> Result<Option<LockInfo>> {
+        self.inner.lock_holder().await
+    }
+}

@@ -1,0 +1,68 @@
+//! Smoke run of the benchmark pieces with tiny sizes (the benchmarks
+//! themselves are not part of the test command): the generated project deploys
+//! and passes its gate, and bounded publish through the latency wrapper
+//! publishes every table. No timing is asserted here.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock::publish::run_bounded;
+use airlock::warehouse::duckdb::DuckDb;
+use airlock::warehouse::latency::Latency;
+use airlock::warehouse::Warehouse;
+
+#[test]
+fn generated_project_deploys_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("gen");
+    let gen = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/gen_project.py"))
+        .args(["--models", "30", "--out"])
+        .arg(&project)
+        .output()
+        .expect("python3 runs the generator");
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let log = dir.path().join("statements.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .current_dir(dir.path())
+        .args(["deploy", "--threads", "2", "--format", "json", "--project-dir"])
+        .arg(&project)
+        .arg("--statement-log")
+        .arg(&log)
+        .env("BENCH_DB", dir.path().join("bench.duckdb"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "published");
+    assert_eq!(v["counts"]["failed"], 0);
+    assert!(v["counts"]["tests"].as_u64().unwrap() >= 30, "{stdout}");
+    // every statement is in the log with its timing
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(first["micros"].is_u64() && first["start_us"].is_u64() && first["sql"].is_string());
+}
+
+#[test]
+fn bounded_publish_through_latency_publishes_every_table() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let duck: Arc<dyn Warehouse> = Arc::new(DuckDb::open(":memory:", &[]).unwrap());
+        duck.execute("CREATE SCHEMA a; CREATE SCHEMA p").await.unwrap();
+        let mut clones = Vec::new();
+        for i in 0..20 {
+            duck.execute(&format!("CREATE TABLE a.t{i} AS SELECT {i} AS v")).await.unwrap();
+            clones.push(format!("CREATE OR REPLACE TABLE p.t{i} AS SELECT * FROM a.t{i}"));
+        }
+        let slow: Arc<dyn Warehouse> = Arc::new(Latency::new(duck.clone(), Duration::from_millis(5)));
+        run_bounded(slow, clones, 8).await.unwrap();
+        let n = duck.query("SELECT COUNT(*), SUM(v) FROM (SELECT v FROM p.t0 UNION ALL SELECT v FROM p.t19)").await.unwrap();
+        assert_eq!(n.rows[0], vec![Some("2".to_string()), Some("19".to_string())]);
+        let n = duck.query("SELECT COUNT(*) FROM duckdb_tables() WHERE schema_name = 'p'").await.unwrap();
+        assert_eq!(n.rows[0][0].as_deref(), Some("20"));
+    });
+}
