@@ -82,7 +82,16 @@ pub fn statements(d: Dialect, release: &Release, changes: &[Change]) -> Vec<Stri
         match &c.desired {
             Desired::Table { from } => out.push(format!("CREATE OR REPLACE TABLE {prod} AS SELECT * FROM {from}")),
             Desired::View { select } => out.push(format!("CREATE OR REPLACE VIEW {prod} AS\n{select}")),
-            Desired::ViewDdl { ddl } => out.push(ddl.clone()),
+            Desired::ViewDdl { ddl } => {
+                // the warehouse's DDL may leave the schema implicit: pin it
+                if d == Dialect::DuckDb {
+                    out.push(format!("SET schema = {}", d.literal(&c.schema)));
+                    out.push(ddl.clone());
+                    out.push("RESET schema".into());
+                } else {
+                    out.push(ddl.clone());
+                }
+            }
             Desired::Absent => {}
         }
         out.push(ledger::object_statement(d, &object));
