@@ -74,6 +74,8 @@ pub struct BuildInput<'a> {
     pub compiler: &'a Compiler<'a>,
     pub dag: &'a Dag,
     pub selected: &'a BTreeSet<NodeId>,
+    /// relations copied from prod into audit before the build (read from audit)
+    pub staged: &'a BTreeSet<NodeId>,
     /// prod objects, to decide incremental builds and check deferred refs
     pub prod: &'a Catalog,
     pub full_refresh: bool,
@@ -81,14 +83,17 @@ pub struct BuildInput<'a> {
 
 /// The steps that build the selection into the audit location.
 pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
-    let BuildInput { compiler, dag, selected, prod, full_refresh } = input;
+    let BuildInput { compiler, dag, selected, staged, prod, full_refresh } = input;
     let project = compiler.project;
     let layout = compiler.layout;
     let dialect = layout.dialect;
-    let in_audit: BTreeSet<NodeId> = selected.iter().filter(|id| project.node(id).is_relation()).cloned().collect();
+    let in_audit: BTreeSet<NodeId> = selected.iter().filter(|id| project.node(id).is_relation()).chain(staged.iter()).cloned().collect();
     let place = layout.placement(project, &in_audit);
 
-    // refs to relations outside the selection are read from prod: they must exist there
+    // refs to relations outside the selection are read from prod: they must
+    // exist there. A model that cannot is an error; a test that cannot is left
+    // out with a warning (it tests a relation this run neither builds nor has)
+    let mut unrunnable: BTreeSet<NodeId> = BTreeSet::new();
     for id in selected.iter() {
         let node = project.node(id);
         if !(node.is_relation() || node.kind == NodeKind::Test) {
@@ -101,6 +106,12 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             let up = project.node(&dep);
             let schema = layout.prod_schema(up);
             if prod.get(&schema, up.identifier()).is_none() {
+                if node.kind == NodeKind::Test {
+                    tracing::warn!("test {} not run: it reads {} '{}', which is neither selected nor in prod", node.name, up.kind.as_str(), up.name);
+                    eprintln!("airlock: warning: test {} not run: it reads {} '{}', which is neither selected nor in prod", node.name, up.kind.as_str(), up.name);
+                    unrunnable.insert(id.clone());
+                    break;
+                }
                 anyhow::bail!(
                     "{} reads {} '{}', which is not selected and does not exist in prod ({}); select it too (e.g. --select +{})",
                     node.path.display(),
@@ -120,7 +131,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         .iter()
         .filter(|id| {
             let n = project.node(id);
-            n.is_relation() || n.kind == NodeKind::Test
+            (n.is_relation() || n.kind == NodeKind::Test) && !unrunnable.contains(*id)
         })
         .cloned()
         .collect();
@@ -173,7 +184,8 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                 let sql = compiler
                     .select_sql(node, &place, Some(target.clone()), incremental)
                     .with_context(|| format!("rendering model {}", node.name))?;
-                let base = layout.prod_relation(node);
+                // staged: the audit copy of prod is already there to build on
+                let base = if staged.contains(id) { target.clone() } else { layout.prod_relation(node) };
                 step.statements = model_statements(dialect, node, &target, &sql, incremental.then_some(&base));
                 step.incremental = incremental;
             }

@@ -31,6 +31,9 @@ pub struct GlobalArgs {
     /// Project variables as YAML, e.g. '{min_date: 2024-01-01}'
     #[arg(long, global = true, value_name = "YAML")]
     pub vars: Option<String>,
+    /// Extra strategy files (default: the project's strategies/ folder)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub strategies_dir: Option<PathBuf>,
     /// More logging on stderr (-v statements, -vv everything)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -56,6 +59,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Write a commented airlock.toml into the project
     Init(InitArgs),
+    /// List built-in and project strategies and the warehouses each supports
+    Strategies,
     /// Break a deploy lock left by a process that is gone
     Unlock,
 }
@@ -74,6 +79,12 @@ pub struct SelectArgs {
     /// Rebuild incremental models from scratch
     #[arg(long)]
     pub full_refresh: bool,
+    /// Publish strategy (default: airlock.toml, else swap); plan also takes `all`
+    #[arg(long, value_name = "STRATEGY")]
+    pub strategy: Option<String>,
+    /// wap: the top-level models rebuilt in prod (default: the strategy's tag:mart)
+    #[arg(long, value_name = "SELECTOR")]
+    pub publish_select: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -92,6 +103,12 @@ pub struct PlanArgs {
     /// Print the exact statements
     #[arg(long)]
     pub show_sql: bool,
+    /// Render without connecting to anything (prod assumed to hold every model)
+    #[arg(long)]
+    pub offline: bool,
+    /// With --offline: the SQL dialect to render
+    #[arg(long, value_name = "DIALECT", value_parser = ["duckdb", "snowflake", "bigquery"], requires = "offline")]
+    pub dialect: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

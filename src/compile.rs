@@ -213,7 +213,9 @@ pub fn model_statements(dialect: Dialect, node: &Node, target: &Relation, sql: &
                         .join(" AND ");
                     stmts.push(format!("DELETE FROM {} WHERE EXISTS (SELECT 1 FROM {tmp} WHERE {cond})", target.rendered));
                 }
-                stmts.push(format!("INSERT INTO {} BY NAME SELECT * FROM {tmp}", target.rendered));
+                // DuckDB matches columns by name; elsewhere the model keeps its column order
+                let by_name = if dialect == Dialect::DuckDb { " BY NAME" } else { "" };
+                stmts.push(format!("INSERT INTO {}{by_name} SELECT * FROM {tmp}", target.rendered));
                 stmts.push(format!("DROP TABLE {tmp}"));
                 stmts
             }

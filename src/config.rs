@@ -27,22 +27,24 @@ pub struct DeploySettings {
     /// audit schema naming; `{schema}` is the prod schema
     #[serde(default = "default_audit")]
     pub audit_schema: String,
-    /// releases whose backups are kept for rollback
-    #[serde(default = "default_keep")]
-    pub keep: usize,
+    /// releases whose backups are kept for rollback (default: the strategy's `keep`)
+    pub keep: Option<usize>,
+    /// the publish strategy when --strategy is not given
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
     pub threads: Option<usize>,
 }
 
 fn default_audit() -> String {
     "{schema}__audit".into()
 }
-fn default_keep() -> usize {
-    5
+fn default_strategy() -> String {
+    "swap".into()
 }
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { audit_schema: default_audit(), keep: default_keep(), threads: None }
+        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None }
     }
 }
 
@@ -59,7 +61,7 @@ pub fn read_settings(project_dir: &Path) -> Result<Settings> {
     if !audit.contains("{schema}") || audit.trim() == "{schema}" {
         bail!("{}: audit_schema = '{audit}' must contain {{schema}} and differ from it (the audit location must not be prod)", path.display());
     }
-    if settings.deploy.keep == 0 {
+    if settings.deploy.keep == Some(0) {
         bail!("{}: keep = 0 would leave nothing to roll back to; use 1 or more", path.display());
     }
     Ok(settings)
@@ -77,6 +79,10 @@ pub struct RunConfig {
     pub exclude: Vec<String>,
     pub threads: usize,
     pub full_refresh: bool,
+    /// the strategy name asked for (`all` only for plan)
+    pub strategy: String,
+    pub strategies_dir: PathBuf,
+    pub publish_select: Option<String>,
 }
 
 impl RunConfig {
@@ -108,17 +114,25 @@ impl RunConfig {
             .threads
             .or(settings.deploy.threads)
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        if let Some(dir) = &global.strategies_dir {
+            if !dir.is_dir() {
+                bail!("--strategies-dir {}: no such directory", dir.display());
+            }
+        }
         Ok(RunConfig {
-            project_dir,
+            project_dir: project_dir.clone(),
             header,
             profile,
-            settings,
             vars,
             format: global.format,
             select: select.select.clone(),
             exclude: select.exclude.clone(),
             threads,
             full_refresh: select.full_refresh,
+            strategy: select.strategy.clone().unwrap_or_else(|| settings.deploy.strategy.clone()),
+            strategies_dir: global.strategies_dir.clone().unwrap_or_else(|| project_dir.join("strategies")),
+            publish_select: select.publish_select.clone(),
+            settings,
         })
     }
 
@@ -152,6 +166,11 @@ impl RunConfig {
         dirs
     }
 
+    /// Releases whose backups are kept: airlock.toml, else the strategy's `keep`.
+    pub fn keep(&self, strategy: &crate::strategy::Strategy) -> usize {
+        self.settings.deploy.keep.or(strategy.keep()).unwrap_or(3)
+    }
+
     pub fn selection_text(&self) -> String {
         let mut s = if self.select.is_empty() { "*".to_string() } else { self.select.join(" ") };
         if !self.exclude.is_empty() {
@@ -168,8 +187,13 @@ pub const INIT_TEMPLATE: &str = r#"# airlock settings for this project. Every ke
 # The audit location must differ from prod.
 audit_schema = "{schema}__audit"
 
-# How many published releases keep their backups for `airlock rollback`.
-keep = 5
+# How many published releases keep their backups for `airlock rollback`
+# (default: the strategy's own `keep`, 3 for the built-ins).
+# keep = 5
+
+# The publish strategy when --strategy is not given: swap, clone-back, wap,
+# wac, mirror, or one of the project's own (strategies/*.toml).
+strategy = "swap"
 
 # Nodes built at once (default: the number of cores). --threads overrides.
 # threads = 4

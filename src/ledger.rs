@@ -40,7 +40,7 @@ pub struct ReleaseObject {
     pub kind: String,
     /// what was there before: table, view, or None
     pub prev_kind: Option<String>,
-    /// table copy of the previous version, in the release's backup schema
+    /// the relation (quoted) holding the previous version of a table
     pub backup_name: Option<String>,
     /// DDL of the previous view
     pub prev_view_ddl: Option<String>,

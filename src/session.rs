@@ -15,6 +15,7 @@ use crate::warehouse::duckdb::DuckDb;
 use crate::warehouse::Dialect;
 
 pub struct Session {
+    pub registry: crate::strategy::Registry,
     pub cfg: RunConfig,
     pub loaded: Loaded,
     pub dag: Dag,
@@ -24,17 +25,26 @@ pub struct Session {
 
 impl Session {
     pub fn open(cfg: RunConfig) -> Result<Session> {
+        Self::open_as(cfg, Dialect::DuckDb)
+    }
+
+    /// A session whose SQL is rendered for `dialect` (offline plans).
+    pub fn open_as(cfg: RunConfig, dialect: Dialect) -> Result<Session> {
+        let registry = crate::strategy::Registry::load(Some(&cfg.strategies_dir))?;
+        if cfg.strategy != "all" {
+            registry.get(&cfg.strategy)?.check_support(dialect)?;
+        }
         let header = crate::project::read_header(&cfg.project_dir)?;
         let loaded = load_project(header, cfg.target_value(), cfg.vars.clone())?;
         let dag = Dag::new(&loaded.project)?;
         let selected = dag.select(&loaded.project, &cfg.select, &cfg.exclude)?;
         let layout = Layout {
-            dialect: Dialect::DuckDb,
+            dialect,
             target_schema: cfg.profile.schema.clone(),
             audit_pattern: cfg.settings.deploy.audit_schema.clone(),
             search_dirs: cfg.search_dirs(),
         };
-        let session = Session { cfg, loaded, dag, selected, layout };
+        let session = Session { registry, cfg, loaded, dag, selected, layout };
         session.check_schemas()?;
         Ok(session)
     }
@@ -59,20 +69,9 @@ impl Session {
         Compiler { project: &self.loaded.project, renderer: &self.loaded.renderer, names: self.loaded.names.clone(), layout: &self.layout }
     }
 
-    /// Selected nodes that become warehouse objects, parents first.
-    pub fn selected_relations(&self) -> Vec<NodeId> {
-        self.dag.topo_order().into_iter().filter(|id| self.selected.contains(id) && self.project().node(id).is_relation()).collect()
-    }
-
     /// Prod schemas of every relation of the project.
     pub fn all_prod_schemas(&self) -> BTreeSet<String> {
         self.project().relations().map(|n| self.layout.prod_schema(n)).collect()
-    }
-
-    /// Audit schemas of the selected relations.
-    pub fn audit_schemas(&self) -> Vec<String> {
-        let set: BTreeSet<String> = self.selected_relations().iter().map(|id| self.layout.audit_schema(&self.layout.prod_schema(self.project().node(id)))).collect();
-        set.into_iter().collect()
     }
 
     pub fn open_warehouse(&self, read_only: bool) -> Result<Arc<DuckDb>> {

@@ -26,5 +26,6 @@ fn plan_json_names_release_and_status() {
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["status"], "planned");
     assert_eq!(v["release"], 1);
-    insta::assert_json_snapshot!(v["nodes"]);
+    assert_eq!(v["strategies"][0]["strategy"], "swap");
+    insta::assert_json_snapshot!(v["strategies"][0]["nodes"]);
 }

@@ -5,6 +5,7 @@ mod history;
 mod init;
 mod plan;
 mod rollback;
+mod strategies;
 pub mod run;
 mod unlock;
 
@@ -36,7 +37,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
             let s = Session::open(RunConfig::new(g, &a.select)?)?;
             run::run(&s, false, a.statement_log.as_deref()).await
         }
-        Command::Plan(a) => plan::run(&Session::open(RunConfig::new(g, &a.select)?)?, a.show_sql).await,
+        Command::Plan(a) => {
+            let cfg = RunConfig::new(g, &a.select)?;
+            let dialect = a.dialect.as_deref().and_then(crate::warehouse::Dialect::parse).unwrap_or(crate::warehouse::Dialect::DuckDb);
+            plan::run(&Session::open_as(cfg, dialect)?, a.show_sql, a.offline).await
+        }
+        Command::Strategies => strategies::run(g),
         Command::History => history::run(&Session::open(RunConfig::new(g, &SelectArgs::default())?)?).await,
         Command::Rollback(a) => rollback::run(&Session::open(RunConfig::new(g, &SelectArgs::default())?)?, a.to).await,
         Command::Init(a) => init::run(&g.project_dir, a.force),

@@ -1,94 +1,157 @@
-//! `airlock plan`: what deploy would build and publish, and with
-//! `--show-sql` the exact statements. Opens the warehouse read-only and never
-//! creates it: a plan writes nothing.
+//! `airlock plan`: what a deploy would build and publish, with `--show-sql`
+//! the exact statements, with `--strategy all` every strategy side by side.
+//! Opens the warehouse read-only and never creates it; `--offline` does not
+//! connect at all and renders another dialect's SQL, assuming prod already
+//! holds every model. A plan writes nothing.
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::ExitStatus;
-use crate::build::{self, BuildInput, Catalog};
+use crate::build::Catalog;
 use crate::cli::Format;
 use crate::ledger::{self, Release};
+use crate::prepare::{prepare, Prepared};
+use crate::project::Materialization;
 use crate::publish;
 use crate::report;
 use crate::session::Session;
-use crate::warehouse::Warehouse;
+use crate::strategy::Strategy;
+use crate::warehouse::{CatalogEntry, ObjectKind, Warehouse};
 
 #[derive(Serialize)]
 struct PlanNode {
     name: String,
-    kind: String,
     materialization: String,
     action: String,
     target: String,
 }
 
 #[derive(Serialize)]
+struct StrategyPlan {
+    strategy: String,
+    /// why the warehouse cannot carry it out, when it cannot
+    refused: Option<String>,
+    objects_built: usize,
+    tests: usize,
+    objects_published: usize,
+    statements: usize,
+    /// rows copied from prod by staging and backups, from the warehouse's statistics
+    rows_copied_estimate: Option<u64>,
+    atomic_publish: bool,
+    incremental_safe: bool,
+    rollback: String,
+    extra_storage: String,
+    nodes: Vec<PlanNode>,
+    not_published: Vec<String>,
+    sql: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
 struct PlanReport {
     status: &'static str,
     release: i64,
-    strategy: &'static str,
     warehouse: String,
+    dialect: &'static str,
     selection: String,
-    nodes: Vec<PlanNode>,
-    tests: usize,
-    published: Vec<String>,
-    audit_schemas: Vec<String>,
-    statements: Option<Vec<String>>,
+    strategies: Vec<StrategyPlan>,
 }
 
-pub async fn run(session: &Session, show_sql: bool) -> Result<ExitStatus> {
-    let wh = session.open_warehouse(true)?;
-    let layout = &session.layout;
-    let dialect = layout.dialect;
-    let project = session.project();
-    let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
-    let prod = Catalog::new(wh.catalog(&prod_schemas).await?);
-    let has_ledger = !wh.catalog(&[ledger::SCHEMA.to_string()]).await?.is_empty();
-    let release_id = if has_ledger { ledger::next_id(&*wh).await? } else { 1 };
-
-    let compiler = session.compiler();
-    let input = BuildInput { compiler: &compiler, dag: &session.dag, selected: &session.selected, prod: &prod, full_refresh: session.cfg.full_refresh };
-    let steps = build::plan_steps(&input)?;
-    let changes = super::run::publish_changes(session, &prod)?;
-
-    let audit_schemas = session.audit_schemas();
-    let mut statements = Vec::new();
-    for s in &audit_schemas {
-        statements.push(format!("DROP SCHEMA IF EXISTS {} CASCADE", dialect.quote(s)));
-        statements.push(format!("CREATE SCHEMA {}", dialect.quote(s)));
+pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<ExitStatus> {
+    let d = session.layout.dialect;
+    let (prod, release_id, warehouse) = if offline {
+        (assumed_prod(session), 1, format!("{} (offline: prod assumed to hold every model)", d.title()))
+    } else {
+        let wh = session.open_warehouse(true)?;
+        let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
+        let prod = Catalog::new(wh.catalog(&prod_schemas).await?);
+        let has_ledger = !wh.catalog(&[ledger::SCHEMA.to_string()]).await?.is_empty();
+        let id = if has_ledger { ledger::next_id(&*wh).await? } else { 1 };
+        (prod, id, wh.describe())
+    };
+    let names: Vec<String> = if session.cfg.strategy == "all" {
+        session.registry.strategies.keys().cloned().collect()
+    } else {
+        vec![session.cfg.strategy.clone()]
+    };
+    let mut plans = Vec::new();
+    for name in &names {
+        let strategy = session.registry.get(name)?;
+        if let Err(e) = strategy.check_support(d) {
+            plans.push(refused(strategy, e.to_string()));
+            continue;
+        }
+        let prepared = match prepare(session, strategy, &prod) {
+            Ok(p) => p,
+            // comparing: a strategy that cannot run on this project says why
+            Err(e) if names.len() > 1 => {
+                plans.push(refused(strategy, format!("{e:#}")));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        plans.push(plan_of(session, &prepared, &prod, release_id, show_sql)?);
     }
+    let report = PlanReport { status: "planned", release: release_id, warehouse, dialect: d.name(), selection: session.cfg.selection_text(), strategies: plans };
+    if session.cfg.format == Format::Json {
+        report::json(&report);
+        return Ok(ExitStatus::Success);
+    }
+    if names.len() == 1 {
+        print_one(&report);
+    } else {
+        print_comparison(&report, show_sql);
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn refused(strategy: &Strategy, reason: String) -> StrategyPlan {
+    StrategyPlan {
+        strategy: strategy.name.clone(),
+        refused: Some(reason),
+        objects_built: 0,
+        tests: 0,
+        objects_published: 0,
+        statements: 0,
+        rows_copied_estimate: None,
+        atomic_publish: false,
+        incremental_safe: strategy.facts.incremental_safe,
+        rollback: strategy.facts.rollback.clone(),
+        extra_storage: strategy.facts.extra_storage.clone(),
+        nodes: vec![],
+        not_published: vec![],
+        sql: None,
+    }
+}
+
+fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, show_sql: bool) -> Result<StrategyPlan> {
+    let d = session.layout.dialect;
+    let project = session.project();
+    let layout = &session.layout;
+    let mut sql = p.prep.clone();
     let mut nodes = Vec::new();
     let mut tests = 0;
-    for step in &steps {
+    for step in &p.steps {
         let node = project.node(&step.id);
-        statements.extend(step.statements.iter().cloned());
+        sql.extend(step.statements.iter().cloned());
         if let Some(q) = &step.test {
-            statements.push(q.clone());
+            sql.push(q.clone());
             tests += 1;
             continue;
         }
         let action = match (node.materialization, step.incremental) {
             (_, true) => "incremental on a copy of prod",
-            (crate::project::Materialization::Seed, _) => "load",
-            _ => match prod.get(&layout.prod_schema(node), node.identifier()) {
-                Some(_) => "rebuild",
-                None => "create",
-            },
+            (Materialization::Seed, _) => "load",
+            _ if prod.get(&layout.prod_schema(node), node.identifier()).is_some() => "rebuild",
+            _ => "create",
         };
-        nodes.push(PlanNode {
-            name: node.name.clone(),
-            kind: node.kind.as_str().into(),
-            materialization: node.materialization.as_str().into(),
-            action: action.into(),
-            target: layout.prod_relation(node).rendered,
-        });
+        nodes.push(PlanNode { name: node.name.clone(), materialization: node.materialization.as_str().into(), action: action.into(), target: layout.prod_relation(node).rendered });
     }
     let release = Release {
         id: release_id,
         project: project.name.clone(),
         target: session.cfg.profile.target_name.clone(),
-        strategy: super::run::STRATEGY.into(),
+        strategy: p.strategy.name.clone(),
         selection: session.cfg.selection_text(),
         started_at: String::new(),
         finished_at: Some("<publish time>".into()),
@@ -97,55 +160,124 @@ pub async fn run(session: &Session, show_sql: bool) -> Result<ExitStatus> {
         tests: 0,
         failed: 0,
         warned: 0,
-        published: changes.len() as i64,
+        published: p.changes.len() as i64,
         git_commit: None,
         backup_schema: Some(publish::backup_schema(release_id)),
         restores: None,
     };
-    statements.push("BEGIN TRANSACTION".into());
-    statements.extend(publish::statements(dialect, &release, &changes));
-    statements.push("COMMIT".into());
-
-    let published: Vec<String> = changes.iter().map(|c| dialect.relation(&c.schema, &c.name)).collect();
-    let report = PlanReport {
-        status: "planned",
-        release: release_id,
-        strategy: super::run::STRATEGY,
-        warehouse: wh.describe(),
-        selection: session.cfg.selection_text(),
-        nodes,
-        tests,
-        published,
-        audit_schemas,
-        statements: show_sql.then(|| statements.clone()),
-    };
-    if session.cfg.format == Format::Json {
-        report::json(&report);
-        return Ok(ExitStatus::Success);
+    let atomic = p.strategy.atomic(d);
+    let publish_sql = publish::statements(p.strategy, d, &release, &p.changes, &p.locations)?;
+    if atomic {
+        sql.push("BEGIN TRANSACTION".into());
     }
-    let rows = report
-        .nodes
-        .iter()
-        .map(|n| vec![n.name.clone(), n.materialization.clone(), n.action.clone(), n.target.clone()])
-        .collect();
+    sql.extend(publish_sql);
+    if atomic {
+        sql.push("COMMIT".into());
+    }
+    Ok(StrategyPlan {
+        strategy: p.strategy.name.clone(),
+        refused: None,
+        objects_built: nodes.len(),
+        tests,
+        objects_published: p.changes.len(),
+        statements: sql.len(),
+        rows_copied_estimate: p.rows_copied,
+        atomic_publish: atomic,
+        incremental_safe: p.strategy.facts.incremental_safe,
+        rollback: p.strategy.facts.rollback.clone(),
+        extra_storage: p.strategy.facts.extra_storage.clone(),
+        nodes,
+        not_published: p.unbuilt_tagged.clone(),
+        sql: show_sql.then_some(sql),
+    })
+}
+
+/// Offline: prod holds every model as its materialization says.
+fn assumed_prod(session: &Session) -> Catalog {
+    let layout = &session.layout;
+    Catalog::new(
+        session
+            .project()
+            .relations()
+            .map(|n| CatalogEntry {
+                schema: layout.prod_schema(n),
+                name: n.identifier().to_string(),
+                kind: if n.materialization == Materialization::View { ObjectKind::View } else { ObjectKind::Table },
+                view_ddl: (n.materialization == Materialization::View).then(|| format!("-- DDL of {} as read from the warehouse at publish time", layout.prod_relation(n).rendered)),
+                rows: None,
+            })
+            .collect(),
+    )
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+fn print_one(r: &PlanReport) {
+    let p = &r.strategies[0];
+    let rows = p.nodes.iter().map(|n| vec![n.name.clone(), n.materialization.clone(), n.action.clone(), n.target.clone()]).collect();
     report::print_table(Format::Table, &["node", "type", "action", "prod relation"], rows, &(), "nothing selected");
     let mut tail = format!(
-        "plan for release {}: build {} node{} and run {} test{} in {}; publish {} object{} in one transaction ({} statements); nothing was written\n",
-        release_id,
-        report.nodes.len(),
-        super::run::plural(report.nodes.len()),
-        tests,
-        super::run::plural(tests),
-        report.audit_schemas.join(", "),
-        report.published.len(),
-        super::run::plural(report.published.len()),
-        statements.len()
+        "plan for release {} with strategy {}: build {} node{} and run {} test{}; publish {} object{}{} ({} statements); nothing was written\n",
+        r.release,
+        p.strategy,
+        p.objects_built,
+        super::run::plural(p.objects_built),
+        p.tests,
+        super::run::plural(p.tests),
+        p.objects_published,
+        super::run::plural(p.objects_published),
+        if p.atomic_publish { " in one transaction" } else { "" },
+        p.statements
     );
-    if show_sql {
-        for s in &statements {
+    if !p.not_published.is_empty() {
+        tail.push_str(&format!("not published (tagged, but not built in this run): {}\n", p.not_published.join(", ")));
+    }
+    if let Some(sql) = &p.sql {
+        for s in sql {
             tail.push_str(&format!("\n{s};\n"));
         }
     }
     report::emit(&tail);
-    Ok(ExitStatus::Success)
+}
+
+fn print_comparison(r: &PlanReport, show_sql: bool) {
+    let rows = r
+        .strategies
+        .iter()
+        .map(|p| match &p.refused {
+            Some(reason) => vec![p.strategy.clone(), format!("refused: {reason}"), String::new(), String::new(), String::new(), String::new(), yes(p.incremental_safe), p.rollback.clone(), p.extra_storage.clone()],
+            None => vec![
+                p.strategy.clone(),
+                format!("{} + {} tests", p.objects_built, p.tests),
+                p.objects_published.to_string(),
+                p.statements.to_string(),
+                p.rows_copied_estimate.map(|n| format!("≈{n} rows")).unwrap_or_else(|| "n/a".into()),
+                yes(p.atomic_publish),
+                yes(p.incremental_safe),
+                p.rollback.clone(),
+                p.extra_storage.clone(),
+            ],
+        })
+        .collect();
+    report::print_table(
+        Format::Table,
+        &["strategy", "built", "published", "statements", "prod data copied", "atomic publish", "incremental-safe", "rollback", "extra storage kept"],
+        rows,
+        &(),
+        "no strategies",
+    );
+    let mut tail = format!("dry run on {} ({}), selection {}: nothing was written\n", r.warehouse, r.dialect, r.selection);
+    if show_sql {
+        for p in r.strategies.iter() {
+            if let Some(sql) = &p.sql {
+                tail.push_str(&format!("\n-- strategy {} --\n", p.strategy));
+                for s in sql {
+                    tail.push_str(&format!("\n{s};\n"));
+                }
+            }
+        }
+    }
+    report::emit(&tail);
 }

@@ -67,7 +67,7 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
         bail!(
             "release {target} can no longer be restored: the backups of release {} were dropped (keep = {} in airlock.toml)",
             gone.join(", "),
-            session.cfg.settings.deploy.keep
+            session.cfg.keep(session.registry.get(&session.cfg.strategy)?)
         );
     }
     let later: BTreeMap<i64, &Release> = all.iter().filter(|r| r.id > target && r.status == "published").map(|r| (r.id, r)).collect();
@@ -83,10 +83,7 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
     for ((schema, name), o) in &restore {
         let prev = now.get(schema, name).cloned();
         let desired = match o.prev_kind.as_deref() {
-            Some("table") => {
-                let backup = later[&o.release_id].backup_schema.as_deref().context("backup schema")?;
-                Desired::Table { from: d.relation(backup, o.backup_name.as_deref().unwrap_or_default()) }
-            }
+            Some("table") => Desired::Table { from: o.backup_name.clone().context("the ledger names no backup for a replaced table")? },
             Some(_) => Desired::ViewDdl { ddl: o.prev_view_ddl.clone().unwrap_or_default() },
             None => Desired::Absent,
         };
@@ -127,13 +124,17 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
     wh.execute(&ledger::insert_statement(d, &release)).await?;
     release.status = "published".into();
     release.finished_at = Some(ledger::now());
-    let stmts = publish::statements(d, &release, &changes);
+    // restoring is copying tables back and re-creating views, object by object,
+    // with the SQL of the configured strategy
+    let mut strategy = session.registry.get(&session.cfg.strategy)?.clone();
+    strategy.steps.publish = crate::strategy::Publish::Replace;
+    let stmts = publish::statements(&strategy, d, &release, &changes, &[])?;
     if let Err(e) = wh.execute_atomic(&stmts).await {
         release.status = "error".into();
         let _ = wh.execute(&ledger::finish_statement(d, &release)).await;
         return Err(e.context("rolling back (nothing changed)"));
     }
-    ledger::cleanup(&*wh, session.cfg.settings.deploy.keep + 1).await?;
+    ledger::cleanup(&*wh, session.cfg.keep(&strategy) + 1).await?;
     let what = if target == 0 { "the state before the first release".to_string() } else { format!("release {target}") };
     let report = RollbackReport {
         status: "published",

@@ -1,26 +1,26 @@
 //! `airlock deploy` and `airlock build`: lock, build into audit, gate, and
 //! (deploy only) publish in one transaction with the ledger.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use super::ExitStatus;
-use crate::build::{self, BuildInput, Catalog, Counts, Outcome, StepResult};
+use crate::build::{self, Catalog, Counts, Outcome, StepResult};
 use crate::ledger::{self, Release};
+use crate::prepare::prepare;
 use crate::project::NodeKind;
-use crate::publish::{self, Change, Desired};
+use crate::publish;
 use crate::report::{self, NodeError, NodeLine, Progress, RunReport, TestFailure};
 use crate::session::{lock_info, Session};
 use crate::warehouse::{LockError, Recording, Warehouse};
 
-pub const STRATEGY: &str = "swap";
-
 pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::path::Path>) -> Result<ExitStatus> {
     let started = Instant::now();
     let command = if publish { "deploy" } else { "build" };
+    // a strategy that cannot run on this selection is refused before anything is written
+    crate::prepare::scoped_selection(session, session.registry.get(&session.cfg.strategy)?)?;
     let duck = session.open_warehouse(false)?;
     let wh = Arc::new(Recording::new(duck.clone()));
     match wh.lock(&lock_info(command, None)).await {
@@ -51,6 +51,7 @@ fn write_statement_log(path: &std::path::Path, wh: &Recording) -> Result<()> {
 
 async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started: Instant) -> Result<ExitStatus> {
     let cfg = &session.cfg;
+    let strategy = session.registry.get(&cfg.strategy)?;
     let project = session.project();
     let layout = &session.layout;
     let dialect = layout.dialect;
@@ -64,7 +65,7 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
             id,
             project: project.name.clone(),
             target: cfg.profile.target_name.clone(),
-            strategy: STRATEGY.into(),
+            strategy: strategy.name.clone(),
             selection: cfg.selection_text(),
             started_at: ledger::now(),
             finished_at: None,
@@ -85,10 +86,8 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
 
     let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
     let prod = Catalog::new(wh.catalog(&prod_schemas).await?);
-    let compiler = session.compiler();
-    let input = BuildInput { compiler: &compiler, dag: &session.dag, selected: &session.selected, prod: &prod, full_refresh: cfg.full_refresh };
-    let steps = match build::plan_steps(&input) {
-        Ok(s) => s,
+    let prepared = match prepare(session, strategy, &prod) {
+        Ok(p) => p,
         Err(e) => {
             if let Some(r) = &mut release {
                 close(&**wh, r, "error", &Counts::default(), 0).await;
@@ -96,15 +95,11 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
             return Err(e);
         }
     };
-
-    // a clean audit location: nothing from an earlier run may leak into this gate
-    let audit_schemas = session.audit_schemas();
-    let mut prep = Vec::new();
-    for s in &audit_schemas {
-        prep.push(format!("DROP SCHEMA IF EXISTS {} CASCADE", dialect.quote(s)));
-        prep.push(format!("CREATE SCHEMA {}", dialect.quote(s)));
-    }
-    wh.execute_atomic(&prep).await.context("preparing the audit location")?;
+    let audit_schemas: Vec<String> = prepared.locations.iter().map(|(_, a)| a.clone()).collect();
+    // a clean audit location (staged from prod where the strategy says so):
+    // nothing from an earlier run may leak into this gate
+    wh.execute_atomic(&prepared.prep).await.context("preparing the audit location")?;
+    let steps = prepared.steps.clone();
 
     let progress = Progress::new(steps.len(), command_label(publish));
     let results = build::run_steps(dyn_wh.clone(), project, steps, cfg.threads, &progress).await;
@@ -118,7 +113,7 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
         project: project.name.clone(),
         target: cfg.profile.target_name.clone(),
         warehouse: wh.describe(),
-        strategy: publish.then(|| STRATEGY.to_string()),
+        strategy: Some(strategy.name.clone()),
         selection: cfg.selection_text(),
         counts,
         nodes: node_lines(session, &results),
@@ -144,12 +139,12 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
         ExitStatus::Success
     } else {
         let r = release.as_mut().expect("deploy has a release");
-        let changes = publish_changes(session, &prod)?;
+        let changes = &prepared.changes;
         r.status = "published".into();
         r.finished_at = Some(ledger::now());
         r.backup_schema = Some(publish::backup_schema(r.id));
         fill_counts(r, &counts, changes.len());
-        let stmts = publish::statements(dialect, r, &changes);
+        let stmts = publish::statements(strategy, dialect, r, changes, &prepared.locations)?;
         wh.execute_atomic(&stmts).await.context("publishing (rolled back: prod untouched)")?;
         report.published = changes.iter().map(|c| dialect.relation(&c.schema, &c.name)).collect();
         // the audit copies are spent; prod and the backups hold everything
@@ -157,7 +152,8 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
         if let Err(e) = wh.execute_atomic(&drops).await {
             tracing::warn!("could not drop the audit schemas: {e:#}");
         }
-        let dropped = ledger::cleanup(&**wh, cfg.settings.deploy.keep).await?;
+        let keep = cfg.keep(strategy);
+        let dropped = ledger::cleanup(&**wh, keep).await?;
         report.status = "published".into();
         report.message = format!(
             "release {} published: {} object{} in prod; previous versions kept in {}{}",
@@ -165,8 +161,15 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
             changes.len(),
             plural(changes.len()),
             r.backup_schema.as_deref().unwrap_or_default(),
-            if dropped.is_empty() { String::new() } else { format!("; backups of release{} {} dropped (keep = {})", plural(dropped.len()), join_ids(&dropped), cfg.settings.deploy.keep) }
+            if dropped.is_empty() { String::new() } else { format!("; backups of release{} {} dropped (keep = {keep})", plural(dropped.len()), join_ids(&dropped)) }
         );
+        if !prepared.unbuilt_tagged.is_empty() {
+            report.message.push_str(&format!(
+                "\nnot published (tagged {}, but not built in this run): {}",
+                strategy.param_list("tags").join(", "),
+                prepared.unbuilt_tagged.join(", ")
+            ));
+        }
         ExitStatus::Success
     };
     if let Some(r) = &mut release {
@@ -204,40 +207,6 @@ async fn close(wh: &dyn Warehouse, r: &mut Release, status: &str, c: &Counts, pu
     if let Err(e) = wh.execute(&ledger::finish_statement(wh.dialect(), r)).await {
         tracing::warn!("could not record release {} as {status}: {e:#}", r.id);
     }
-}
-
-/// Every selected relation, parents first: tables copied from audit, views
-/// re-rendered against prod names.
-pub fn publish_changes(session: &Session, prod: &Catalog) -> Result<Vec<Change>> {
-    let layout = &session.layout;
-    let project = session.project();
-    let compiler = session.compiler();
-    let place_prod = layout.placement(project, &BTreeSet::new());
-    let mut tables = Vec::new();
-    let mut views = Vec::new();
-    for id in session.selected_relations() {
-        let node = project.node(id.as_str());
-        let schema = layout.prod_schema(node);
-        let prev = prod.get(&schema, node.identifier()).cloned();
-        let desired = match node.materialization {
-            crate::project::Materialization::View => {
-                let select = compiler
-                    .select_sql(node, &place_prod, Some(layout.prod_relation(node)), false)
-                    .with_context(|| format!("rendering view {} against prod", node.name))?;
-                Desired::View { select }
-            }
-            _ => Desired::Table { from: layout.audit_relation(node).rendered },
-        };
-        let change = Change { schema, name: node.identifier().to_string(), desired, prev };
-        if matches!(change.desired, Desired::View { .. }) {
-            views.push(change);
-        } else {
-            tables.push(change);
-        }
-    }
-    // tables first: a view is bound when it is created
-    tables.extend(views);
-    Ok(tables)
 }
 
 fn node_lines(session: &Session, results: &[StepResult]) -> Vec<NodeLine> {

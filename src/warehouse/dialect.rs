@@ -18,6 +18,24 @@ impl Dialect {
         }
     }
 
+    pub fn parse(name: &str) -> Option<Dialect> {
+        match name {
+            "duckdb" => Some(Dialect::DuckDb),
+            "snowflake" => Some(Dialect::Snowflake),
+            "bigquery" => Some(Dialect::BigQuery),
+            _ => None,
+        }
+    }
+
+    /// The product name, for messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            Dialect::DuckDb => "DuckDB",
+            Dialect::Snowflake => "Snowflake",
+            Dialect::BigQuery => "BigQuery",
+        }
+    }
+
     /// Quote one identifier.
     pub fn quote(self, ident: &str) -> String {
         match self {

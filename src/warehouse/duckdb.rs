@@ -222,10 +222,10 @@ impl Warehouse for DuckDb {
         }
         let list = schemas.iter().map(|s| Dialect::DuckDb.literal(s)).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "SELECT schema_name, table_name, 'table' AS kind, NULL AS ddl FROM duckdb_tables() \
+            "SELECT schema_name, table_name, 'table' AS kind, NULL AS ddl, estimated_size FROM duckdb_tables() \
              WHERE database_name = current_database() AND NOT temporary AND schema_name IN ({list}) \
              UNION ALL \
-             SELECT schema_name, view_name, 'view', sql FROM duckdb_views() \
+             SELECT schema_name, view_name, 'view', sql, NULL FROM duckdb_views() \
              WHERE database_name = current_database() AND NOT internal AND NOT temporary AND schema_name IN ({list}) \
              ORDER BY 1, 2"
         );
@@ -238,6 +238,7 @@ impl Warehouse for DuckDb {
                 name: r[1].clone().unwrap_or_default(),
                 kind: if r[2].as_deref() == Some("view") { ObjectKind::View } else { ObjectKind::Table },
                 view_ddl: r[3].clone(),
+                rows: r[4].as_deref().and_then(|v| v.parse().ok()),
             })
             .collect())
     }

@@ -51,6 +51,8 @@ pub struct CatalogEntry {
     pub kind: ObjectKind,
     /// for views: the DDL that re-creates it
     pub view_ddl: Option<String>,
+    /// for tables: the row count the warehouse estimates
+    pub rows: Option<u64>,
 }
 
 /// Query results as text, the common ground of every warehouse.

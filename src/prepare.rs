@@ -1,0 +1,187 @@
+//! What one run of a strategy will do, computed before anything is written:
+//! the scoped selection, what is staged from prod, the audit preparation, the
+//! build steps and the publish changes. `deploy` executes it; `plan` prints
+//! it; `plan --strategy all` compares it across strategies.
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context, Result};
+
+use crate::build::{self, BuildInput, Catalog, Step};
+use crate::project::{Materialization, NodeId, NodeKind};
+use crate::publish::{Change, Desired};
+use crate::session::Session;
+use crate::strategy::{BuildScope, Publish, Stage, Strategy};
+use crate::warehouse::ObjectKind;
+
+pub struct Prepared<'s> {
+    pub strategy: &'s Strategy,
+    pub selected: BTreeSet<NodeId>,
+    /// relations copied from prod into audit before the build
+    pub staged: BTreeSet<NodeId>,
+    /// (prod schema, audit schema) pairs this run touches
+    pub locations: Vec<(String, String)>,
+    /// reset the audit location and stage prod into it
+    pub prep: Vec<String>,
+    pub steps: Vec<Step>,
+    pub changes: Vec<Change>,
+    /// tagged models the strategy would publish but this run did not build
+    pub unbuilt_tagged: Vec<String>,
+    /// estimated rows copied by staging and publishing (from the warehouse's statistics)
+    pub rows_copied: Option<u64>,
+}
+
+pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) -> Result<Prepared<'s>> {
+    let project = session.project();
+    let layout = &session.layout;
+    let d = layout.dialect;
+    strategy.check_support(d)?;
+    let selected = scoped_selection(session, strategy)?;
+    let order = session.dag.topo_order();
+    let relations: Vec<&NodeId> = order.iter().filter(|id| selected.contains(*id) && project.node(id).is_relation()).collect();
+
+    // staging: the audit location starts as a copy of prod's tables
+    let mut staged = BTreeSet::new();
+    if strategy.steps.stage == Stage::CloneProd {
+        for node in project.relations() {
+            let rebuilt_fresh = selected.contains(&node.id) && node.materialization != Materialization::Incremental;
+            if !rebuilt_fresh && node.materialization != Materialization::View && prod.is_table(&layout.prod_schema(node), node.identifier()) && !session.cfg.full_refresh {
+                staged.insert(node.id.clone());
+            }
+        }
+    }
+    let mut schemas: BTreeSet<String> = relations.iter().map(|id| layout.prod_schema(project.node(id))).collect();
+    schemas.extend(staged.iter().map(|id| layout.prod_schema(project.node(id))));
+    let locations: Vec<(String, String)> = schemas.iter().map(|s| (s.clone(), layout.audit_schema(s))).collect();
+
+    let mut prep = Vec::new();
+    let location_clone = strategy.steps.stage == Stage::CloneProd && strategy.template(d, "clone_location").is_some();
+    for (p, a) in &locations {
+        if location_clone {
+            prep.push(strategy.render(d, "clone_location", &[("source", &d.quote(p)), ("target", &d.quote(a))])?);
+        } else {
+            prep.push(format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(a)));
+            prep.push(format!("CREATE SCHEMA {}", d.quote(a)));
+        }
+    }
+    let mut rows_copied = Some(0u64);
+    let mut count_rows = |schema: &str, name: &str| match (rows_copied, prod.get(schema, name).and_then(|e| e.rows)) {
+        (Some(total), Some(r)) => rows_copied = Some(total + r),
+        _ => rows_copied = None,
+    };
+    if !location_clone {
+        for id in order.iter().filter(|id| staged.contains(*id)) {
+            let node = project.node(id);
+            let (source, target) = (layout.prod_relation(node).rendered, layout.audit_relation(node).rendered);
+            prep.push(strategy.render(d, "clone_table", &[("source", &source), ("target", &target)])?);
+            count_rows(&layout.prod_schema(node), node.identifier());
+        }
+    }
+
+    let compiler = session.compiler();
+    let input = BuildInput { compiler: &compiler, dag: &session.dag, selected: &selected, staged: &staged, prod, full_refresh: session.cfg.full_refresh };
+    let steps = build::plan_steps(&input).map_err(|e| mirror_hint(e, session, strategy))?;
+
+    // what publish will make of prod
+    let publish_set: BTreeSet<NodeId> = match strategy.steps.publish {
+        Publish::Rebuild => {
+            let spec = session.cfg.publish_select.clone().or_else(|| strategy.param_str("publish_select")).unwrap_or_else(|| "tag:mart".into());
+            let chosen = session.dag.select(project, &[spec.clone()], &[]).with_context(|| format!("--publish-select / publish_select '{spec}'"))?;
+            chosen.into_iter().filter(|id| selected.contains(id) && project.node(id).is_relation()).collect()
+        }
+        Publish::CloneTagged => {
+            let tags = strategy.param_list("tags");
+            relations.iter().filter(|id| project.node(id).config.tags.iter().any(|t| tags.contains(t))).map(|id| (*id).clone()).collect()
+        }
+        Publish::Swap | Publish::CloneBack | Publish::Replace => relations.iter().map(|id| (*id).clone()).collect(),
+    };
+    let unbuilt_tagged: Vec<String> = match strategy.steps.publish {
+        Publish::CloneTagged => {
+            let tags = strategy.param_list("tags");
+            project.relations().filter(|n| !selected.contains(&n.id) && n.config.tags.iter().any(|t| tags.contains(t))).map(|n| n.name.clone()).collect()
+        }
+        _ => vec![],
+    };
+    let place_prod = layout.placement(project, &BTreeSet::new());
+    // wap: rebuilt tables read the audited relations of everything not rebuilt
+    let not_rebuilt: BTreeSet<NodeId> = selected.iter().filter(|id| !publish_set.contains(*id)).cloned().collect();
+    let place_rebuild = layout.placement(project, &not_rebuilt);
+    let mut changes = Vec::new();
+    for id in order.iter().filter(|id| publish_set.contains(*id)) {
+        let node = project.node(id);
+        let schema = layout.prod_schema(node);
+        let prev = prod.get(&schema, node.identifier()).cloned();
+        let desired = match node.materialization {
+            Materialization::View => Desired::View {
+                select: compiler.select_sql(node, &place_prod, Some(layout.prod_relation(node)), false).with_context(|| format!("rendering view {} against prod", node.name))?,
+            },
+            Materialization::Table if strategy.steps.publish == Publish::Rebuild => Desired::Rebuild {
+                select: compiler.select_sql(node, &place_rebuild, Some(layout.prod_relation(node)), false).with_context(|| format!("rendering {} for its rebuild in prod", node.name))?,
+            },
+            _ => {
+                if prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
+                    count_rows(&schema, node.identifier()); // the backup copy
+                }
+                Desired::Table { from: layout.audit_relation(node).rendered }
+            }
+        };
+        changes.push(Change { schema, name: node.identifier().to_string(), desired, prev });
+    }
+    if d != crate::warehouse::Dialect::DuckDb {
+        rows_copied = None; // remote clones are zero-copy or priced by the warehouse
+    }
+    Ok(Prepared { strategy, selected, staged, locations, prep, steps, changes, unbuilt_tagged, rows_copied })
+}
+
+/// The selection as the strategy scopes it: `mirror` builds only the raw
+/// mirror; every other strategy leaves the mirror out (it reads the published
+/// mirror) unless the user selected it explicitly.
+pub fn scoped_selection(session: &Session, strategy: &Strategy) -> Result<BTreeSet<NodeId>> {
+    let project = session.project();
+    let tag = mirror_tag(session, strategy);
+    let is_mirror = |id: &NodeId| {
+        let n = project.node(id);
+        n.kind == NodeKind::Model && n.config.tags.contains(&tag)
+    };
+    let attached_to = |id: &NodeId, set: &BTreeSet<NodeId>| project.node(id).attached_to.as_ref().is_some_and(|a| set.contains(a));
+    let base = &session.selected;
+    let mirror: BTreeSet<NodeId> = base.iter().filter(|id| is_mirror(id)).cloned().collect();
+    // the mirror and the sources it copies: their tests gate the mirror refresh
+    let mut guarded = mirror.clone();
+    for id in &mirror {
+        guarded.extend(project.node(id).depends_on.iter().filter(|d| project.node(d).kind == NodeKind::Source).cloned());
+    }
+    match strategy.steps.build {
+        BuildScope::Mirror => {
+            if mirror.is_empty() {
+                bail!("strategy '{}' builds the models tagged '{tag}' (the raw mirror), and the selection has none", strategy.name);
+            }
+            let tests: Vec<NodeId> = base.iter().filter(|id| project.node(id).kind == NodeKind::Test && attached_to(id, &guarded)).cloned().collect();
+            Ok(mirror.into_iter().chain(tests).collect())
+        }
+        BuildScope::Selection if session.cfg.select.is_empty() => Ok(base.iter().filter(|id| !mirror.contains(*id) && !attached_to(id, &guarded)).cloned().collect()),
+        BuildScope::Selection => Ok(base.clone()),
+    }
+}
+
+fn mirror_tag(session: &Session, strategy: &Strategy) -> String {
+    if strategy.steps.build == BuildScope::Mirror {
+        return strategy.param_str("tag").unwrap_or_else(|| "raw".into());
+    }
+    session.registry.strategies.values().find(|s| s.steps.build == BuildScope::Mirror).and_then(|s| s.param_str("tag")).unwrap_or_else(|| "raw".into())
+}
+
+fn mirror_hint(e: anyhow::Error, session: &Session, strategy: &Strategy) -> anyhow::Error {
+    let tag = mirror_tag(session, strategy);
+    let reads_mirror = session.project().relations().any(|n| n.config.tags.contains(&tag));
+    if reads_mirror && e.to_string().contains("does not exist in prod") {
+        e.context(format!("the raw mirror (models tagged '{tag}') is published by `airlock deploy --strategy mirror`; run it first"))
+    } else {
+        e
+    }
+}
+
+/// Objects each node would publish, for messages.
+pub fn describe_changes(changes: &[Change], d: crate::warehouse::Dialect) -> Vec<String> {
+    changes.iter().map(|c| d.relation(&c.schema, &c.name)).collect()
+}

@@ -1,0 +1,255 @@
+//! Publish strategies as data. Each strategy is a TOML file (built-ins in
+//! `strategies/`, embedded; a project's `strategies/` folder or
+//! `--strategies-dir` adds or overrides) that names the primitive used at each
+//! step (stage, build, publish), its parameters, the warehouses that can carry
+//! it out (or why not), and the SQL of its primitives as minijinja templates per
+//! dialect. The Rust side offers the primitives; see `strategies/README.md`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use crate::warehouse::Dialect;
+
+const BUILT_IN: &[(&str, &str)] = &[
+    ("swap", include_str!("../strategies/swap.toml")),
+    ("clone-back", include_str!("../strategies/clone-back.toml")),
+    ("wap", include_str!("../strategies/wap.toml")),
+    ("wac", include_str!("../strategies/wac.toml")),
+    ("mirror", include_str!("../strategies/mirror.toml")),
+];
+
+/// How the audit location starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// empty
+    None,
+    /// a copy (clone) of prod: unselected models are read from it, incremental models build on it
+    CloneProd,
+}
+
+/// What is built into the audit location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildScope {
+    /// the selection (default: everything but the raw mirror)
+    Selection,
+    /// only the mirror models (`params.tag`) and their tests
+    Mirror,
+}
+
+/// How the audited result becomes prod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Publish {
+    /// exchange audit and prod locations (every object of the project)
+    Swap,
+    /// clone the staging location back over prod (every object of the project)
+    CloneBack,
+    /// rebuild the top-level models (`params.publish_select`) in prod
+    Rebuild,
+    /// clone the tagged tables (`params.tags`) built in this run into prod
+    CloneTagged,
+    /// replace each built object in prod
+    Replace,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Steps {
+    pub stage: Stage,
+    pub build: BuildScope,
+    pub publish: Publish,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Facts {
+    #[serde(default)]
+    pub atomic: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub incremental_safe: bool,
+    #[serde(default)]
+    pub rollback: String,
+    #[serde(default)]
+    pub extra_storage: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Support {
+    Yes(bool),
+    No(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strategy {
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub support: BTreeMap<String, Support>,
+    #[serde(default)]
+    pub facts: Facts,
+    #[serde(default)]
+    pub params: toml::Table,
+    pub steps: Steps,
+    /// dialect -> template name -> SQL template
+    #[serde(default)]
+    pub sql: BTreeMap<String, BTreeMap<String, String>>,
+    /// where it came from: "built-in" or a file path
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// SQL template names the primitives use, and what they mean.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("clone_table", "copy/clone table {{ source }} to {{ target }} (replacing it)"),
+    ("snapshot_table", "keep table {{ source }} as {{ target }} before it is replaced"),
+    ("rebuild_table", "build {{ target }} from the SELECT {{ sql }}"),
+    ("clone_location", "clone location {{ source }} to {{ target }}"),
+    ("snapshot_location", "keep location {{ source }} as {{ target }}"),
+    ("swap_location", "exchange {{ audit }} and {{ prod }}"),
+    ("keep_demoted", "after a swap, rename the demoted {{ audit }} to {{ backup }}"),
+];
+
+impl Strategy {
+    fn parse(text: &str, origin: &str) -> Result<Strategy> {
+        let mut s: Strategy = toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        s.origin = origin.to_string();
+        let env = minijinja::Environment::new();
+        for (dialect, templates) in &s.sql {
+            if Dialect::parse(dialect).is_none() {
+                bail!("{origin}: [sql.{dialect}]: unknown dialect (duckdb, snowflake, bigquery)");
+            }
+            for (name, body) in templates {
+                if !TEMPLATES.iter().any(|(t, _)| t == name) {
+                    let names: Vec<&str> = TEMPLATES.iter().map(|(t, _)| *t).collect();
+                    bail!("{origin}: [sql.{dialect}] {name}: unknown template{}; known: {}", crate::suggest::hint(name, names.iter().copied()), names.join(", "));
+                }
+                env.template_from_str(body).map_err(|e| anyhow!("{origin}: [sql.{dialect}] {name}: {e}"))?;
+            }
+        }
+        for w in s.support.keys() {
+            if Dialect::parse(w).is_none() {
+                bail!("{origin}: [support] {w}: unknown warehouse (duckdb, snowflake, bigquery)");
+            }
+        }
+        Ok(s)
+    }
+
+    /// Refuse before anything is built when the warehouse cannot carry this out.
+    pub fn check_support(&self, dialect: Dialect) -> Result<()> {
+        match self.support.get(dialect.name()) {
+            Some(Support::Yes(true)) => Ok(()),
+            Some(Support::No(reason)) => bail!("strategy '{}' cannot run on {}: {reason}", self.name, dialect.title()),
+            Some(Support::Yes(false)) | None => bail!("strategy '{}' does not support {} (its file declares no [support] for it)", self.name, dialect.title()),
+        }
+    }
+
+    pub fn supports(&self, dialect: Dialect) -> bool {
+        self.check_support(dialect).is_ok()
+    }
+
+    pub fn atomic(&self, dialect: Dialect) -> bool {
+        self.facts.atomic.get(dialect.name()).copied().unwrap_or(false)
+    }
+
+    pub fn keep(&self) -> Option<usize> {
+        self.params.get("keep").and_then(|v| v.as_integer()).map(|k| k.max(1) as usize)
+    }
+
+    pub fn param_str(&self, key: &str) -> Option<String> {
+        self.params.get(key).and_then(|v| v.as_str()).map(str::to_string)
+    }
+
+    pub fn param_list(&self, key: &str) -> Vec<String> {
+        match self.params.get(key) {
+            Some(toml::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            _ => vec![],
+        }
+    }
+
+    pub fn template(&self, dialect: Dialect, name: &str) -> Option<&str> {
+        self.sql.get(dialect.name()).and_then(|t| t.get(name)).map(String::as_str)
+    }
+
+    /// Render one of this strategy's SQL templates.
+    pub fn render(&self, dialect: Dialect, name: &str, vars: &[(&str, &str)]) -> Result<String> {
+        let body = self
+            .template(dialect, name)
+            .ok_or_else(|| anyhow!("strategy '{}' ({}) has no [sql.{}] {name} template", self.name, self.origin, dialect.name()))?;
+        let env = minijinja::Environment::new();
+        let ctx: BTreeMap<&str, &str> = vars.iter().copied().collect();
+        env.render_str(body, ctx).with_context(|| format!("strategy '{}': rendering [sql.{}] {name}", self.name, dialect.name()))
+    }
+}
+
+/// Built-in strategies plus a project's own.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub strategies: BTreeMap<String, Strategy>,
+}
+
+impl Registry {
+    /// Built-ins, then `dir` (a project's `strategies/` or `--strategies-dir`): a
+    /// file there with a built-in's name overrides it.
+    pub fn load(dir: Option<&Path>) -> Result<Registry> {
+        let mut strategies = BTreeMap::new();
+        for (name, text) in BUILT_IN {
+            let s = Strategy::parse(text, "built-in")?;
+            debug_assert_eq!(&s.name, name);
+            strategies.insert(s.name.clone(), s);
+        }
+        if let Some(dir) = dir.filter(|d| d.is_dir()) {
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            files.sort();
+            for path in files {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                let s = Strategy::parse(&text, &path.display().to_string())?;
+                strategies.insert(s.name.clone(), s);
+            }
+        }
+        Ok(Registry { strategies })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Strategy> {
+        self.strategies.get(name).ok_or_else(|| {
+            anyhow!(
+                "unknown strategy '{name}'{}; available: {}",
+                crate::suggest::hint(name, self.strategies.keys().map(String::as_str)),
+                self.strategies.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_ins_load_and_swap_is_refused_on_bigquery() {
+        let r = Registry::load(None).unwrap();
+        assert_eq!(r.strategies.len(), 5);
+        let err = r.get("swap").unwrap().check_support(Dialect::BigQuery).unwrap_err().to_string();
+        assert_eq!(err, "strategy 'swap' cannot run on BigQuery: BigQuery cannot rename or swap datasets; use wac or wap");
+        assert!(r.get("wac").unwrap().check_support(Dialect::BigQuery).is_ok());
+        assert!(r.get("swapp").unwrap_err().to_string().contains("did you mean 'swap'?"));
+    }
+
+    #[test]
+    fn an_unknown_template_is_named() {
+        let text = "name = \"x\"\ndescription = \"d\"\n[steps]\nstage = \"none\"\nbuild = \"selection\"\npublish = \"replace\"\n[sql.duckdb]\nclone_tabel = \"x\"\n";
+        let err = Strategy::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("clone_tabel: unknown template (did you mean 'clone_table'?)"), "{err}");
+    }
+}

@@ -1,0 +1,261 @@
+//! Issue 3 acceptance: every strategy end to end on DuckDB through the real
+//! binary (green publish, red gate leaves prod unchanged, rollback), the
+//! strategy-specific guarantees, refusals, the user-written example, and the
+//! pinned dry-run outputs.
+
+mod common;
+
+use std::path::Path;
+
+use common::{fixture, prod_checksums, Scratch};
+
+const PROD: &[&str] = &["main", "main_marts"];
+
+fn strategy_round_trip(strategy: &str) {
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    let run = s.airlock(&project, &["deploy", "--strategy", strategy]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("release 1 published"), "{strategy}: {}", run.stdout);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.orders"), "28", "{strategy}");
+    assert_eq!(s.scalar("SELECT round(sum(amount), 2) FROM main_marts.orders"), "866.27", "{strategy}");
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.customers"), "20", "{strategy}");
+    let first = prod_checksums(&s.db(), PROD);
+
+    // red gate: prod byte for byte unchanged
+    let failing = s.airlock(&fixture("shop_failing"), &["deploy", "--strategy", strategy]);
+    failing.assert_code(1);
+    assert_eq!(prod_checksums(&s.db(), PROD), first, "{strategy}: a blocked deploy changed prod");
+
+    // a second release, then rollback to the first
+    append(&project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n");
+    append(&project.join("seeds/raw_orders.csv"), "31,21,2024-06-02,completed\n");
+    append(&project.join("seeds/raw_payments.csv"), "36,31,credit_card,5000\n");
+    s.airlock(&project, &["deploy", "--strategy", strategy]).assert_code(0);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.customers"), "21", "{strategy}");
+    assert_eq!(s.scalar("SELECT round(sum(amount), 2) FROM main_marts.orders"), "916.27", "{strategy}");
+    let run = s.airlock(&project, &["rollback"]);
+    run.assert_code(0);
+    assert_eq!(prod_checksums(&s.db(), PROD), first, "{strategy}: rollback did not restore release 1");
+}
+
+#[test]
+fn swap_round_trip() {
+    strategy_round_trip("swap");
+}
+
+#[test]
+fn clone_back_round_trip() {
+    strategy_round_trip("clone-back");
+}
+
+#[test]
+fn wap_round_trip() {
+    strategy_round_trip("wap");
+}
+
+#[test]
+fn wac_round_trip() {
+    strategy_round_trip("wac");
+}
+
+fn incremental_keeps_rows(strategy: &str) {
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    s.airlock(&project, &["deploy", "--strategy", strategy]).assert_code(0);
+    let csv = project.join("data/shipments.csv");
+    let header = std::fs::read_to_string(&csv).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(&csv, format!("{header}\n26,5,2024-07-01,dhl\n27,6,2024-07-02,ups\n")).unwrap();
+    s.airlock(&project, &["deploy", "--strategy", strategy]).assert_code(0);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.fct_shipments"), "27", "{strategy}");
+    std::fs::write(&csv, format!("{header}\n28,8,2024-07-03,fedex\n")).unwrap();
+    s.airlock(&project, &["deploy", "--strategy", strategy]).assert_code(0);
+    assert_eq!(s.scalar("SELECT COUNT(*) || ':' || COUNT(DISTINCT shipment_id) || ':' || max(shipment_id) FROM main_marts.fct_shipments"), "28:28:28", "{strategy}");
+}
+
+#[test]
+fn swap_incremental_loses_no_rows() {
+    incremental_keeps_rows("swap");
+}
+
+#[test]
+fn clone_back_incremental_loses_no_rows() {
+    incremental_keeps_rows("clone-back");
+}
+
+#[test]
+fn clone_back_rebuilds_only_the_selection_and_keeps_the_rest() {
+    let s = Scratch::new();
+    s.airlock(&fixture("shop"), &["deploy", "--strategy", "clone-back"]).assert_code(0);
+    let run = s.airlock(&fixture("shop"), &["deploy", "--strategy", "clone-back", "--select", "customers+", "--format", "json"]);
+    run.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["published"], serde_json::json!(["\"main_marts\".\"customers\"", "\"main_marts\".\"customer_summary\""]));
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.orders"), "28");
+}
+
+#[test]
+fn wap_prod_marts_equal_the_audited_marts() {
+    let s = Scratch::new();
+    s.airlock(&fixture("shop"), &["deploy", "--strategy", "wap"]).assert_code(0);
+    // only the top-level models reach prod
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'main'"), "0");
+    s.airlock(&fixture("shop"), &["build", "--strategy", "wap"]).assert_code(0);
+    let prod = prod_checksums(&s.db(), &["main_marts"]);
+    let audit = prod_checksums(&s.db(), &["main_marts__audit"]);
+    assert_eq!(prod.len(), 4);
+    for (name, sum) in &prod {
+        let audited = &audit[&name.replace("main_marts.", "main_marts__audit.")];
+        assert_eq!(sum, audited, "{name}");
+    }
+}
+
+#[test]
+fn wac_recreates_tagged_views_against_prod_and_reports_unbuilt_tagged_models() {
+    let s = Scratch::new();
+    let run = s.airlock(&fixture("shop"), &["deploy", "--strategy", "wac", "--select", "+orders"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("not published (tagged mart, utils, but not built in this run): customer_summary, customers, fct_shipments"), "{}", run.stdout);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.orders"), "28");
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'main_marts'"), "1");
+    // untagged staging models were built and tested, never published
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'main'"), "0");
+
+    let s = Scratch::new();
+    s.airlock(&fixture("shop"), &["deploy", "--strategy", "wac"]).assert_code(0);
+    let view = s.scalar("SELECT sql FROM duckdb_views() WHERE view_name = 'customer_summary'");
+    assert!(view.contains("main_marts") && !view.contains("__audit"), "{view}");
+    assert_eq!(s.scalar("SELECT total_orders FROM main_marts.customer_summary"), "28");
+}
+
+/// The shop with a raw mirror of the shipments source that the staging view reads.
+fn mirror_project(s: &Scratch) -> std::path::PathBuf {
+    let project = s.copy_fixture("shop");
+    std::fs::create_dir_all(project.join("models/raw")).unwrap();
+    std::fs::write(
+        project.join("models/raw/raw_shipments.sql"),
+        "{{ config(materialized='table', tags=['raw']) }}\nselect * from {{ source('landing', 'shipments') }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("models/raw/schema.yml"),
+        "version: 2\nmodels:\n  - name: raw_shipments\n    columns:\n      - name: shipment_id\n        data_tests: [unique, not_null]\n",
+    )
+    .unwrap();
+    let stg = project.join("models/staging/stg_shipments.sql");
+    let text = std::fs::read_to_string(&stg).unwrap().replace("source('landing', 'shipments')", "ref('raw_shipments')");
+    assert!(text.contains("ref('raw_shipments')"), "{text}");
+    std::fs::write(&stg, text).unwrap();
+    project
+}
+
+#[test]
+fn mirror_publishes_only_on_green_and_deploys_read_the_mirror() {
+    let s = Scratch::new();
+    let project = mirror_project(&s);
+    let before_mirror = s.airlock(&project, &["deploy"]);
+    before_mirror.assert_code(2);
+    assert!(before_mirror.stderr.contains("airlock deploy --strategy mirror"), "{}", before_mirror.stderr);
+
+    s.airlock(&project, &["deploy", "--strategy", "mirror"]).assert_code(0);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main.raw_shipments"), "25");
+    s.airlock(&project, &["deploy"]).assert_code(0);
+    let mirror = prod_checksums(&s.db(), &["main"])["main.raw_shipments"].clone();
+
+    // the source breaks: a duplicated shipment and a new one
+    append(&project.join("data/shipments.csv"), "5,5,2024-03-01,dhl\n26,9,2024-07-01,ups\n");
+    let run = s.airlock(&project, &["deploy", "--strategy", "mirror"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("unique(shipment_id) on raw_shipments"), "{}", run.stdout);
+    assert_eq!(prod_checksums(&s.db(), &["main"])["main.raw_shipments"], mirror, "the mirror moved off its last good version");
+
+    // the next deploy reads the frozen mirror, not the broken source
+    s.airlock(&project, &["deploy"]).assert_code(0);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.fct_shipments"), "25");
+}
+
+#[test]
+fn a_user_written_strategy_loads_from_a_folder_and_runs() {
+    let s = Scratch::new();
+    let dir = fixture("strategies");
+    let dir = dir.to_str().unwrap();
+    let list = s.airlock(&fixture("shop"), &["strategies", "--strategies-dir", dir]);
+    list.assert_code(0);
+    assert!(list.stdout.contains("marts-only") && list.stdout.contains("marts-only.toml"), "{}", list.stdout);
+
+    let log = s.path().join("statements.jsonl");
+    let run = s.airlock(&fixture("shop"), &["deploy", "--strategies-dir", dir, "--strategy", "marts-only", "--statement-log", log.to_str().unwrap()]);
+    run.assert_code(0);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.orders"), "28");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("/* marts-only */"));
+    let history = s.airlock(&fixture("shop"), &["history", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(v["releases"][0]["strategy"], "marts-only");
+}
+
+#[test]
+fn strategies_the_warehouse_cannot_carry_out_are_refused_before_anything_is_built() {
+    let s = Scratch::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["plan", "--offline", "--dialect", "bigquery", "--strategy", "swap"], "strategy 'swap' cannot run on BigQuery: BigQuery cannot rename or swap datasets; use wac or wap"),
+        (&["deploy", "--strategy", "mirror"], "strategy 'mirror' builds the models tagged 'raw' (the raw mirror), and the selection has none"),
+        (&["deploy", "--strategy", "swapp"], "unknown strategy 'swapp' (did you mean 'swap'?)"),
+    ];
+    for (args, message) in cases {
+        let run = s.airlock(&fixture("shop"), args);
+        run.assert_code(2);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+    let dir = fixture("strategies");
+    let run = s.airlock(&fixture("shop"), &["plan", "--offline", "--dialect", "bigquery", "--strategies-dir", dir.to_str().unwrap(), "--strategy", "marts-only"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("strategy 'marts-only' cannot run on BigQuery: this team's BigQuery project has no budget for snapshots; use wac"), "{}", run.stderr);
+    assert!(!s.db().exists(), "a refused strategy wrote a database");
+}
+
+fn filtered(s: &Scratch, text: &str) -> String {
+    let project = fixture("shop").canonicalize().unwrap();
+    text.replace(&project.display().to_string(), "[PROJECT]").replace(&s.path().display().to_string(), "[TMP]")
+}
+
+#[test]
+fn plan_all_compares_every_strategy() {
+    let s = Scratch::new();
+    s.airlock(&fixture("shop"), &["deploy"]).assert_code(0);
+    let bytes = std::fs::read(s.db()).unwrap();
+    let run = s.airlock(&fixture("shop"), &["plan", "--strategy", "all"]);
+    run.assert_code(0);
+    assert!(std::fs::read(s.db()).unwrap() == bytes, "plan --strategy all wrote to the database");
+    insta::assert_snapshot!(filtered(&s, &run.stdout));
+    let json = s.airlock(&fixture("shop"), &["plan", "--strategy", "all", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["strategies"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn offline_snowflake_sql_is_pinned() {
+    let s = Scratch::new();
+    let run = s.airlock(&fixture("shop"), &["plan", "--offline", "--dialect", "snowflake", "--strategy", "all", "--show-sql"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("ALTER SCHEMA \"main__audit\" SWAP WITH \"main\""), "{}", run.stdout);
+    insta::assert_snapshot!(filtered(&s, &run.stdout));
+}
+
+#[test]
+fn offline_bigquery_sql_is_pinned() {
+    let s = Scratch::new();
+    let run = s.airlock(&fixture("shop"), &["plan", "--offline", "--dialect", "bigquery", "--strategy", "all", "--show-sql"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("CREATE SNAPSHOT TABLE `airlock_r1`.`main_marts__orders` CLONE `main_marts`.`orders`"), "{}", run.stdout);
+    assert!(run.stdout.contains("CREATE OR REPLACE TABLE `main_marts`.`orders` CLONE `main_marts__audit`.`orders`"), "{}", run.stdout);
+    insta::assert_snapshot!(filtered(&s, &run.stdout));
+}
+
+fn append(path: &Path, line: &str) {
+    let mut text = std::fs::read_to_string(path).unwrap();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    std::fs::write(path, text).unwrap();
+}
