@@ -122,18 +122,28 @@ pub fn finish_statement(d: Dialect, r: &Release) -> String {
     )
 }
 
-pub fn object_statement(d: Dialect, o: &ReleaseObject) -> String {
-    format!(
-        "INSERT INTO {} VALUES ({}, {}, {}, {}, {}, {}, {})",
-        t(d, "release_objects"),
-        o.release_id,
-        d.literal(&o.schema),
-        d.literal(&o.name),
-        d.literal(&o.kind),
-        opt(d, &o.prev_kind),
-        opt(d, &o.backup_name),
-        opt(d, &o.prev_view_ddl)
-    )
+/// One INSERT for all the objects of a release: the publish statement count
+/// does not grow with the number of objects beyond what the strategy needs.
+pub fn objects_statement(d: Dialect, objects: &[ReleaseObject]) -> Option<String> {
+    if objects.is_empty() {
+        return None;
+    }
+    let rows: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "({}, {}, {}, {}, {}, {}, {})",
+                o.release_id,
+                d.literal(&o.schema),
+                d.literal(&o.name),
+                d.literal(&o.kind),
+                opt(d, &o.prev_kind),
+                opt(d, &o.backup_name),
+                opt(d, &o.prev_view_ddl)
+            )
+        })
+        .collect();
+    Some(format!("INSERT INTO {} VALUES\n{}", t(d, "release_objects"), rows.join(",\n")))
 }
 
 fn col(r: &[Option<String>], i: usize) -> Option<String> {

@@ -73,10 +73,14 @@ pub fn statements(strategy: &Strategy, d: Dialect, release: &Release, changes: &
                 out.push(strategy.render(d, "clone_location", &[("source", &a), ("target", &p)])?);
             }
         }
-        for c in changes {
-            let kept = format!("{backup}__{}", c.schema);
-            out.push(ledger::object_statement(d, &object(release, c, |_| Some(d.relation(&kept, &c.name)))));
-        }
+        let objects: Vec<ReleaseObject> = changes
+            .iter()
+            .map(|c| {
+                let kept = format!("{backup}__{}", c.schema);
+                object(release, c, |_| Some(d.relation(&kept, &c.name)))
+            })
+            .collect();
+        out.extend(ledger::objects_statement(d, &objects));
         out.push(ledger::finish_statement(d, release));
         return Ok(out);
     }
@@ -86,6 +90,7 @@ pub fn statements(strategy: &Strategy, d: Dialect, release: &Release, changes: &
     for s in schemas {
         out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(s)));
     }
+    let mut objects = Vec::with_capacity(changes.len());
     for c in changes {
         let prod = d.relation(&c.schema, &c.name);
         let kept = d.relation(&backup, &format!("{}__{}", c.schema, c.name));
@@ -115,8 +120,9 @@ pub fn statements(strategy: &Strategy, d: Dialect, release: &Release, changes: &
             }
             Desired::Absent => {}
         }
-        out.push(ledger::object_statement(d, &object(release, c, |p| (p.kind == ObjectKind::Table).then(|| kept.clone()))));
+        objects.push(object(release, c, |p| (p.kind == ObjectKind::Table).then(|| kept.clone())));
     }
+    out.extend(ledger::objects_statement(d, &objects));
     out.push(ledger::finish_statement(d, release));
     Ok(out)
 }
