@@ -511,6 +511,27 @@ def bench_b3(report: list, failures: list) -> None:
         report.append(("B3 publish", "failed (exit %d)" % rc, "see above", "no"))
         return
     report.extend(b3_rows(lines))
+    bench_b3_swap_count(report, failures)
+
+
+def bench_b3_swap_count(report: list, failures: list) -> None:
+    """Swap publish statements (Snowflake dialect, rendered offline) must not grow with N."""
+    counts = {}
+    for n in (100, 1000):
+        out = os.path.join(tempfile.mkdtemp(prefix="airlock-b3-"), "project")
+        generate(n, out)
+        r = subprocess.run([AIRLOCK, "plan", "--offline", "--dialect", "snowflake", "--strategy", "swap",
+                            "--show-sql", "--format", "json", "--project-dir", out],
+                           cwd=os.path.dirname(out), capture_output=True, text=True)
+        if r.returncode != 0:
+            failures.append("B3: airlock plan --offline failed at N=%d: %s" % (n, r.stderr.strip()[:200]))
+            return
+        sql = json.loads(r.stdout)["strategies"][0]["sql"]
+        publish = [q for q in sql if q.startswith(("ALTER SCHEMA", 'INSERT INTO "airlock"', 'UPDATE "airlock"'))]
+        counts[n] = len(publish)
+        say("B3: swap publish statements at N=%d: %d" % (n, counts[n]))
+    report.append(("B3 swap publish statements (Snowflake)", "N=100: %d, N=1000: %d" % (counts[100], counts[1000]),
+                   "does not grow with N", "yes" if counts[100] == counts[1000] else "no"))
 
 
 def b3_rows(lines: list[str]) -> list[tuple[str, str, str, str]]:

@@ -39,8 +39,10 @@ impl Catalog {
 pub struct Step {
     pub id: NodeId,
     pub statements: Vec<String>,
-    /// tests: the gate query
+    /// a single test: its gate query
     pub test: Option<String>,
+    /// several tests of one node run as one query: (test id, failing-rows SQL, warn severity)
+    pub group: Vec<(NodeId, String, bool)>,
     pub deps: Vec<NodeId>,
     /// incremental models building on a copy of prod
     pub incremental: bool,
@@ -65,7 +67,7 @@ pub struct StepResult {
 }
 
 impl StepResult {
-    fn bad(&self) -> bool {
+    pub fn bad(&self) -> bool {
         matches!(self.outcome, Outcome::Fail { .. } | Outcome::Error { .. } | Outcome::Skipped { .. })
     }
 }
@@ -148,7 +150,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
 
     for id in order.iter().filter(|id| step_ids.contains(*id)) {
         let node = project.node(id);
-        let mut step = Step { id: id.clone(), statements: vec![], test: None, deps: vec![], incremental: false };
+        let mut step = Step { id: id.clone(), statements: vec![], test: None, group: vec![], deps: vec![], incremental: false };
         let ups = upstream_relations(project, id);
         for up in &ups {
             if step_ids.contains(up) {
@@ -202,12 +204,67 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                     TestKind::Singular { .. } => compiler.select_sql(node, &place, None, false)?,
                 };
                 step.test = Some(gate::gate_query(&sql));
+                step.group = vec![(id.clone(), sql, node.severity() == crate::project::Severity::Warn)];
             }
             NodeKind::Source => continue,
         }
         steps.push(step);
     }
-    Ok(steps)
+    Ok(fuse_tests(project, steps))
+}
+
+/// Tests that read only the node they test run as one query per node: one
+/// round trip instead of one per test. Tests that read other relations
+/// (relationships) keep their own step.
+fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> {
+    let fusable = |s: &Step| {
+        let n = project.node(&s.id);
+        n.kind == NodeKind::Test && n.attached_to.as_ref().is_some_and(|a| s.deps.len() == 1 && &s.deps[0] == a)
+    };
+    // the first fusable test of each owner becomes the group's step
+    let mut leader: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut member_of: HashMap<NodeId, NodeId> = HashMap::new();
+    for s in steps.iter().filter(|s| fusable(s)) {
+        let owner = s.deps[0].clone();
+        let lead = leader.entry(owner).or_insert_with(|| s.id.clone()).clone();
+        member_of.insert(s.id.clone(), lead);
+    }
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    let mut index: HashMap<NodeId, usize> = HashMap::new();
+    for mut s in steps {
+        if let Some(lead) = member_of.get(&s.id) {
+            if lead != &s.id {
+                let at = index[lead];
+                out[at].group.append(&mut s.group);
+                continue;
+            }
+        }
+        index.insert(s.id.clone(), out.len());
+        out.push(s);
+    }
+    for s in &mut out {
+        if s.group.len() > 1 {
+            s.test = None;
+        }
+        for d in &mut s.deps {
+            if let Some(lead) = member_of.get(d) {
+                *d = lead.clone();
+            }
+        }
+        s.deps.sort();
+        s.deps.dedup();
+    }
+    out
+}
+
+/// One query that counts the failing rows of every test in a group.
+pub fn group_query(group: &[(NodeId, String, bool)]) -> String {
+    group
+        .iter()
+        .enumerate()
+        .map(|(i, (_, sql, _))| format!("SELECT {i} AS airlock_i, (SELECT COUNT(*) FROM (\n{sql}\n) AS airlock_t) AS airlock_n"))
+        .collect::<Vec<_>>()
+        .join("\nUNION ALL\n")
 }
 
 /// The relations a node reads, looking through ephemeral models.
@@ -249,7 +306,9 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
     ready.sort_by(|a, b| b.cmp(a)); // pop() takes the smallest id first: a stable order
     let mut results: HashMap<NodeId, StepResult> = HashMap::new();
     let mut order: Vec<NodeId> = Vec::new();
-    let mut running: JoinSet<StepResult> = JoinSet::new();
+    let mut running: JoinSet<(StepResult, Vec<StepResult>)> = JoinSet::new();
+    // one result per node (a group of tests reports each test)
+    let mut reported: Vec<StepResult> = Vec::new();
 
     loop {
         while running.len() < threads {
@@ -258,24 +317,31 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
             // a dependency failed: skip instead of running
             if let Some(bad) = step.deps.iter().find(|d| results.get(*d).is_some_and(StepResult::bad)) {
                 let because = project.node(bad).name.clone();
+                for (member, _, _) in step.group.iter().filter(|(m, _, _)| m != &id) {
+                    reported.push(StepResult { id: member.clone(), outcome: Outcome::Skipped { because: because.clone() }, micros: 0 });
+                    progress.step_done(&project.node(member).name, "skipped");
+                }
                 let r = StepResult { id: id.clone(), outcome: Outcome::Skipped { because }, micros: 0 };
                 progress.step_done(&project.node(&id).name, "skipped");
+                reported.push(r.clone());
                 complete(r, &mut results, &mut order, &children, &mut waiting, &mut ready);
                 continue;
             }
             progress.step_started(&project.node(&id).name);
             let wh = warehouse.clone();
             let severity_warn = project.node(&id).severity() == crate::project::Severity::Warn;
-            let node = project.node(&id).clone();
             running.spawn(async move {
                 let t = Instant::now();
-                let outcome = run_one(&*wh, &step, severity_warn).await;
-                let _ = node;
-                StepResult { id: step.id, outcome, micros: t.elapsed().as_micros() as u64 }
+                let members = run_one(&*wh, &step, severity_warn).await;
+                let micros = t.elapsed().as_micros() as u64;
+                let members: Vec<StepResult> = members.into_iter().map(|(id, outcome)| StepResult { id, outcome, micros }).collect();
+                // the step fails its dependents when any of its tests blocks
+                let worst = members.iter().find(|m| m.bad()).map(|m| m.outcome.clone()).unwrap_or(Outcome::Built);
+                (StepResult { id: step.id, outcome: worst, micros }, members)
             });
         }
         let Some(joined) = running.join_next().await else { break };
-        let r = match joined {
+        let (r, members) = match joined {
             Ok(r) => r,
             Err(e) => {
                 // a panic inside a step is a bug; report it instead of losing the run
@@ -283,18 +349,22 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
                 continue;
             }
         };
-        let label = match &r.outcome {
-            Outcome::Built => "built",
-            Outcome::Pass => "pass",
-            Outcome::Warn { .. } => "warn",
-            Outcome::Fail { .. } => "FAIL",
-            Outcome::Error { .. } => "ERROR",
-            Outcome::Skipped { .. } => "skipped",
-        };
-        progress.step_done(&project.node(&r.id).name, label);
+        for m in &members {
+            let label = match &m.outcome {
+                Outcome::Built => "built",
+                Outcome::Pass => "pass",
+                Outcome::Warn { .. } => "warn",
+                Outcome::Fail { .. } => "FAIL",
+                Outcome::Error { .. } => "ERROR",
+                Outcome::Skipped { .. } => "skipped",
+            };
+            progress.step_done(&project.node(&m.id).name, label);
+        }
+        reported.extend(members);
         complete(r, &mut results, &mut order, &children, &mut waiting, &mut ready);
     }
-    order.into_iter().filter_map(|id| results.remove(&id)).collect()
+    let _ = order;
+    reported
 }
 
 fn complete(
@@ -320,27 +390,59 @@ fn complete(
     ready.sort_by(|a, b| b.cmp(a));
 }
 
-async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Outcome {
-    if let Some(query) = &step.test {
-        return match wh.query(query).await {
+async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(NodeId, Outcome)> {
+    if step.group.len() > 1 {
+        return match wh.query(&group_query(&step.group)).await {
             Ok(rows) => {
-                let (failures, sample) = gate::read_result(rows);
-                match (failures, severity_warn) {
-                    (0, _) => Outcome::Pass,
-                    (_, true) => Outcome::Warn { failures, sample },
-                    (_, false) => Outcome::Fail { failures, sample },
+                let mut out = Vec::with_capacity(step.group.len());
+                for (i, (id, sql, warn)) in step.group.iter().enumerate() {
+                    let failures: u64 = rows
+                        .rows
+                        .iter()
+                        .find(|r| r.first().cloned().flatten().as_deref() == Some(i.to_string().as_str()))
+                        .and_then(|r| r.get(1).cloned().flatten())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    let outcome = if failures == 0 { Outcome::Pass } else { test_outcome(wh, &gate::gate_query(sql), *warn).await };
+                    out.push((id.clone(), outcome));
                 }
+                out
             }
-            Err(e) => Outcome::Error { message: format!("{e:#}") },
+            // one of them is broken: run each alone to say which
+            Err(_) => {
+                let mut out = Vec::with_capacity(step.group.len());
+                for (id, sql, warn) in &step.group {
+                    out.push((id.clone(), test_outcome(wh, &gate::gate_query(sql), *warn).await));
+                }
+                out
+            }
         };
+    }
+    if let Some(query) = &step.test {
+        return vec![(step.id.clone(), test_outcome(wh, query, severity_warn).await)];
     }
     let result = match step.statements.len() {
         0 => Ok(()),
         1 => wh.execute(&step.statements[0]).await,
         _ => wh.execute_atomic(&step.statements).await,
     };
-    match result {
+    let outcome = match result {
         Ok(()) => Outcome::Built,
+        Err(e) => Outcome::Error { message: format!("{e:#}") },
+    };
+    vec![(step.id.clone(), outcome)]
+}
+
+async fn test_outcome(wh: &dyn Warehouse, query: &str, severity_warn: bool) -> Outcome {
+    match wh.query(query).await {
+        Ok(rows) => {
+            let (failures, sample) = gate::read_result(rows);
+            match (failures, severity_warn) {
+                (0, _) => Outcome::Pass,
+                (_, true) => Outcome::Warn { failures, sample },
+                (_, false) => Outcome::Fail { failures, sample },
+            }
+        }
         Err(e) => Outcome::Error { message: format!("{e:#}") },
     }
 }

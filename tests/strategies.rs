@@ -172,6 +172,15 @@ fn mirror_publishes_only_on_green_and_deploys_read_the_mirror() {
     // the next deploy reads the frozen mirror, not the broken source
     s.airlock(&project, &["deploy"]).assert_code(0);
     assert_eq!(s.scalar("SELECT COUNT(*) FROM main_marts.fct_shipments"), "25");
+
+    // the source is repaired: the mirror moves on, and rolls back to its previous version
+    let csv = project.join("data/shipments.csv");
+    let repaired: String = std::fs::read_to_string(&csv).unwrap().lines().filter(|l| *l != "5,5,2024-03-01,dhl").map(|l| format!("{l}\n")).collect();
+    std::fs::write(&csv, repaired).unwrap();
+    s.airlock(&project, &["deploy", "--strategy", "mirror"]).assert_code(0);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM main.raw_shipments"), "26");
+    s.airlock(&project, &["rollback"]).assert_code(0);
+    assert_eq!(prod_checksums(&s.db(), &["main"])["main.raw_shipments"], mirror);
 }
 
 #[test]

@@ -139,6 +139,11 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
             tests += 1;
             continue;
         }
+        if !step.group.is_empty() {
+            sql.push(crate::build::group_query(&step.group));
+            tests += step.group.len();
+            continue;
+        }
         let action = match (node.materialization, step.incremental) {
             (_, true) => "incremental on a copy of prod",
             (Materialization::Seed, _) => "load",

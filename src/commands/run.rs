@@ -101,7 +101,7 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
     wh.execute_atomic(&prepared.prep).await.context("preparing the audit location")?;
     let steps = prepared.steps.clone();
 
-    let progress = Progress::new(steps.len(), command_label(publish));
+    let progress = Progress::new(steps.iter().map(|s| s.group.len().max(1)).sum(), command_label(publish));
     let results = build::run_steps(dyn_wh.clone(), project, steps, cfg.threads, &progress).await;
     progress.finish();
     let counts = Counts::of(&results, project);

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use super::dbt_project::{self, apply_config, apply_tree, DbtProjectFile};
-use super::properties::{self, ColumnProps, TestDecl};
+use super::properties::{self, ColumnProps, TestDecl, TestLists};
 use super::{MacroFile, Materialization, Node, NodeConfig, NodeId, NodeKind, Project, TestKind};
 use crate::render::{Names, Relation, RenderScope, Renderer};
 
@@ -142,7 +142,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                         bail!("{rel}: source '{}.{}' is declared twice", src.name, table.name);
                     }
                     let owner = format!("source '{}.{}'", src.name, table.name);
-                    collect_tests(&mut decls, &id, &owner, &rel, &table.columns, &table.tests, &table.data_tests)?;
+                    collect_tests(&mut decls, &id, &owner, &rel, &table.columns, &table.tests)?;
                     nodes.insert(
                         id.clone(),
                         Node {
@@ -184,7 +184,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                         apply_config(&mut node.config, "tags", &res.tags, &rel)?;
                     }
                     let owner = format!("{} '{}'", kind.as_str(), res.name);
-                    collect_tests(&mut decls, &id, &owner, &rel, &res.columns, &res.tests, &res.data_tests)?;
+                    collect_tests(&mut decls, &id, &owner, &rel, &res.columns, &res.tests)?;
                 }
             }
         }
@@ -362,16 +362,15 @@ fn collect_tests(
     owner: &str,
     rel: &str,
     columns: &[ColumnProps],
-    tests: &[Value],
-    data_tests: &[Value],
+    tests: &TestLists,
 ) -> Result<()> {
     for col in columns {
-        for entry in col.tests.iter().chain(col.data_tests.iter()) {
+        for entry in col.tests.all() {
             let decl = properties::parse_test(entry, Some(&col.name), &format!("column '{}' of {owner}", col.name), rel)?;
             out.push((owner_id.to_string(), decl, rel.to_string()));
         }
     }
-    for entry in tests.iter().chain(data_tests.iter()) {
+    for entry in tests.all() {
         let decl = properties::parse_test(entry, None, owner, rel)?;
         out.push((owner_id.to_string(), decl, rel.to_string()));
     }

@@ -40,10 +40,8 @@ pub(super) struct SourceTable {
     pub config: Value,
     #[serde(default)]
     pub columns: Vec<ColumnProps>,
-    #[serde(default)]
-    pub tests: Vec<Value>,
-    #[serde(default)]
-    pub data_tests: Vec<Value>,
+    #[serde(flatten)]
+    pub tests: TestLists,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,19 +53,30 @@ pub(super) struct ResourceProps {
     pub tags: Value,
     #[serde(default)]
     pub columns: Vec<ColumnProps>,
-    #[serde(default)]
-    pub tests: Vec<Value>,
-    #[serde(default)]
-    pub data_tests: Vec<Value>,
+    #[serde(flatten)]
+    pub tests: TestLists,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ColumnProps {
     pub name: String,
+    #[serde(flatten)]
+    pub tests: TestLists,
+}
+
+/// dbt accepts both `tests:` and (since 1.8) `data_tests:`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct TestLists {
     #[serde(default)]
-    pub tests: Vec<Value>,
+    tests: Vec<Value>,
     #[serde(default)]
-    pub data_tests: Vec<Value>,
+    data_tests: Vec<Value>,
+}
+
+impl TestLists {
+    pub fn all(&self) -> impl Iterator<Item = &Value> {
+        self.tests.iter().chain(self.data_tests.iter())
+    }
 }
 
 /// A generic test as declared, before it becomes a node.
