@@ -86,7 +86,7 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
     let publish_set: BTreeSet<NodeId> = match strategy.steps.publish {
         Publish::Rebuild => {
             let spec = session.cfg.publish_select.clone().or_else(|| strategy.param_str("publish_select")).unwrap_or_else(|| "tag:mart".into());
-            let chosen = session.dag.select(project, &[spec.clone()], &[]).with_context(|| format!("--publish-select / publish_select '{spec}'"))?;
+            let chosen = session.dag.select(project, std::slice::from_ref(&spec), &[]).with_context(|| format!("--publish-select / publish_select '{spec}'"))?;
             chosen.into_iter().filter(|id| selected.contains(id) && project.node(id).is_relation()).collect()
         }
         Publish::CloneTagged => {
@@ -181,7 +181,3 @@ fn mirror_hint(e: anyhow::Error, session: &Session, strategy: &Strategy) -> anyh
     }
 }
 
-/// Objects each node would publish, for messages.
-pub fn describe_changes(changes: &[Change], d: crate::warehouse::Dialect) -> Vec<String> {
-    changes.iter().map(|c| d.relation(&c.schema, &c.name)).collect()
-}

@@ -24,9 +24,6 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(120));
         Progress { bar }
     }
-    pub fn hidden() -> Progress {
-        Progress { bar: ProgressBar::hidden() }
-    }
     pub fn step_started(&self, name: &str) {
         self.bar.set_message(name.to_string());
     }

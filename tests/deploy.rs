@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, prod_checksums, Scratch};
+use common::{append, fixture, prod_checksums, Scratch};
 
 const PROD: &[&str] = &["main", "main_marts"];
 
@@ -189,11 +189,3 @@ fn selection_builds_the_subset_and_reads_the_rest_from_prod() {
     assert!(bad.stderr.contains("--select 'ordrs' matches no node (did you mean 'orders'?)"), "{}", bad.stderr);
 }
 
-fn append(path: &std::path::Path, line: &str) {
-    let mut text = std::fs::read_to_string(path).unwrap();
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(line);
-    std::fs::write(path, text).unwrap();
-}

@@ -3,12 +3,8 @@
 
 mod common;
 
-use common::{fixture, Scratch};
+use common::{filtered, fixture, Scratch};
 
-fn filtered(s: &Scratch, text: &str) -> String {
-    let project = fixture("shop").canonicalize().unwrap();
-    text.replace(&project.display().to_string(), "[PROJECT]").replace(&s.path().display().to_string(), "[TMP]")
-}
 
 #[test]
 fn plan_show_sql_on_an_empty_warehouse() {

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::path::Path;
 
-use common::{fixture, prod_checksums, Scratch};
+use common::{append, filtered, fixture, prod_checksums, Scratch};
 
 const PROD: &[&str] = &["main", "main_marts"];
 
@@ -222,10 +221,6 @@ fn strategies_the_warehouse_cannot_carry_out_are_refused_before_anything_is_buil
     assert!(!s.db().exists(), "a refused strategy wrote a database");
 }
 
-fn filtered(s: &Scratch, text: &str) -> String {
-    let project = fixture("shop").canonicalize().unwrap();
-    text.replace(&project.display().to_string(), "[PROJECT]").replace(&s.path().display().to_string(), "[TMP]")
-}
 
 #[test]
 fn plan_all_compares_every_strategy() {
@@ -260,11 +255,3 @@ fn offline_bigquery_sql_is_pinned() {
     insta::assert_snapshot!(filtered(&s, &run.stdout));
 }
 
-fn append(path: &Path, line: &str) {
-    let mut text = std::fs::read_to_string(path).unwrap();
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(line);
-    std::fs::write(path, text).unwrap();
-}

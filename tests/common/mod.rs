@@ -124,3 +124,19 @@ pub fn prod_checksums(db: &Path, schemas: &[&str]) -> BTreeMap<String, String> {
     }
     out
 }
+
+/// Output with the project and scratch paths replaced, for snapshots.
+pub fn filtered(s: &Scratch, text: &str) -> String {
+    let project = fixture("shop").canonicalize().unwrap();
+    text.replace(&project.display().to_string(), "[PROJECT]").replace(&s.path().display().to_string(), "[TMP]")
+}
+
+/// Append a line to a file, adding the newline the file may lack.
+pub fn append(path: &Path, line: &str) {
+    let mut text = std::fs::read_to_string(path).unwrap();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    std::fs::write(path, text).unwrap();
+}
