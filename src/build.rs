@@ -39,9 +39,8 @@ impl Catalog {
 pub struct Step {
     pub id: NodeId,
     pub statements: Vec<String>,
-    /// a single test: its gate query
-    pub test: Option<String>,
-    /// several tests of one node run as one query: (test id, failing-rows SQL, warn severity)
+    /// tests: (test id, failing-rows SQL, warn severity); several tests of
+    /// one node run as one query
     pub group: Vec<(NodeId, String, bool)>,
     pub deps: Vec<NodeId>,
     /// incremental models building on a copy of prod
@@ -109,7 +108,6 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             let schema = layout.prod_schema(up);
             if prod.get(&schema, up.identifier()).is_none() {
                 if node.kind == NodeKind::Test {
-                    tracing::warn!("test {} not run: it reads {} '{}', which is neither selected nor in prod", node.name, up.kind.as_str(), up.name);
                     eprintln!("airlock: warning: test {} not run: it reads {} '{}', which is neither selected nor in prod", node.name, up.kind.as_str(), up.name);
                     unrunnable.insert(id.clone());
                     break;
@@ -150,7 +148,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
 
     for id in order.iter().filter(|id| step_ids.contains(*id)) {
         let node = project.node(id);
-        let mut step = Step { id: id.clone(), statements: vec![], test: None, group: vec![], deps: vec![], incremental: false };
+        let mut step = Step { id: id.clone(), statements: vec![], group: vec![], deps: vec![], incremental: false };
         let ups = upstream_relations(project, id);
         for up in &ups {
             if step_ids.contains(up) {
@@ -203,7 +201,6 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                     }
                     TestKind::Singular { .. } => compiler.select_sql(node, &place, None, false)?,
                 };
-                step.test = Some(gate::gate_query(&sql));
                 step.group = vec![(id.clone(), sql, node.severity() == crate::project::Severity::Warn)];
             }
             NodeKind::Source => continue,
@@ -243,9 +240,6 @@ fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> 
         out.push(s);
     }
     for s in &mut out {
-        if s.group.len() > 1 {
-            s.test = None;
-        }
         for d in &mut s.deps {
             if let Some(lead) = member_of.get(d) {
                 *d = lead.clone();
@@ -305,7 +299,6 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
     }
     ready.sort_by(|a, b| b.cmp(a)); // pop() takes the smallest id first: a stable order
     let mut results: HashMap<NodeId, StepResult> = HashMap::new();
-    let mut order: Vec<NodeId> = Vec::new();
     let mut running: JoinSet<(StepResult, Vec<StepResult>)> = JoinSet::new();
     // one result per node (a group of tests reports each test)
     let mut reported: Vec<StepResult> = Vec::new();
@@ -324,7 +317,7 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
                 let r = StepResult { id: id.clone(), outcome: Outcome::Skipped { because }, micros: 0 };
                 progress.step_done(&project.node(&id).name, "skipped");
                 reported.push(r.clone());
-                complete(r, &mut results, &mut order, &children, &mut waiting, &mut ready);
+                complete(r, &mut results, &children, &mut waiting, &mut ready);
                 continue;
             }
             progress.step_started(&project.node(&id).name);
@@ -361,23 +354,20 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
             progress.step_done(&project.node(&m.id).name, label);
         }
         reported.extend(members);
-        complete(r, &mut results, &mut order, &children, &mut waiting, &mut ready);
+        complete(r, &mut results, &children, &mut waiting, &mut ready);
     }
-    let _ = order;
     reported
 }
 
 fn complete(
     r: StepResult,
     results: &mut HashMap<NodeId, StepResult>,
-    order: &mut Vec<NodeId>,
     children: &HashMap<NodeId, Vec<NodeId>>,
     waiting: &mut HashMap<NodeId, usize>,
     ready: &mut Vec<NodeId>,
 ) {
     let id = r.id.clone();
     results.insert(id.clone(), r);
-    order.push(id.clone());
     let mut newly = Vec::new();
     for c in children.get(&id).into_iter().flatten() {
         let n = waiting.get_mut(c).expect("child is a step");
@@ -418,8 +408,8 @@ async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(N
             }
         };
     }
-    if let Some(query) = &step.test {
-        return vec![(step.id.clone(), test_outcome(wh, query, severity_warn).await)];
+    if let [(id, sql, _)] = step.group.as_slice() {
+        return vec![(id.clone(), test_outcome(wh, &gate::gate_query(sql), severity_warn).await)];
     }
     let result = match step.statements.len() {
         0 => Ok(()),

@@ -14,6 +14,8 @@ use crate::project::{NodeId, NodeKind, Project};
 pub struct Dag {
     graph: DiGraph<NodeId, ()>,
     index: HashMap<NodeId, NodeIndex>,
+    /// parents before children, ties by depth then id: computed once
+    order: Vec<NodeId>,
 }
 
 impl Dag {
@@ -31,7 +33,7 @@ impl Dag {
                 }
             }
         }
-        let dag = Dag { graph, index };
+        let mut dag = Dag { graph, index, order: Vec::new() };
         if let Some(cycle) = dag.find_cycle() {
             let described: Vec<String> = cycle
                 .iter()
@@ -42,6 +44,7 @@ impl Dag {
                 .collect();
             bail!("dependency cycle: {}", described.join(" -> "));
         }
+        dag.order = dag.stable_topo_order();
         Ok(dag)
     }
 
@@ -87,8 +90,12 @@ impl Dag {
         None
     }
 
-    /// Every node, parents before children (ties broken by id for a stable order).
-    pub fn topo_order(&self) -> Vec<NodeId> {
+    /// Every node, parents before children (ties broken by depth, then id).
+    pub fn topo_order(&self) -> &[NodeId] {
+        &self.order
+    }
+
+    fn stable_topo_order(&self) -> Vec<NodeId> {
         let order = toposort(&self.graph, None).expect("cycles are rejected in Dag::new");
         // toposort's order among independent nodes depends on insertion; make it stable
         let mut depth: HashMap<NodeIndex, usize> = HashMap::new();

@@ -134,15 +134,18 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
     for step in &p.steps {
         let node = project.node(&step.id);
         sql.extend(step.statements.iter().cloned());
-        if let Some(q) = &step.test {
-            sql.push(q.clone());
-            tests += 1;
-            continue;
-        }
-        if !step.group.is_empty() {
-            sql.push(crate::build::group_query(&step.group));
-            tests += step.group.len();
-            continue;
+        match step.group.as_slice() {
+            [] => {}
+            [(_, one, _)] => {
+                sql.push(crate::gate::gate_query(one));
+                tests += 1;
+                continue;
+            }
+            group => {
+                sql.push(crate::build::group_query(group));
+                tests += group.len();
+                continue;
+            }
         }
         let action = match (node.materialization, step.incremental) {
             (_, true) => "incremental on a copy of prod",

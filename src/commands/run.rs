@@ -50,6 +50,7 @@ fn write_statement_log(path: &std::path::Path, wh: &Recording) -> Result<()> {
 }
 
 async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started: Instant) -> Result<ExitStatus> {
+    let command = if publish { "deploy" } else { "build" };
     let cfg = &session.cfg;
     let strategy = session.registry.get(&cfg.strategy)?;
     let project = session.project();
@@ -101,13 +102,13 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
     wh.execute_atomic(&prepared.prep).await.context("preparing the audit location")?;
     let steps = prepared.steps.clone();
 
-    let progress = Progress::new(steps.iter().map(|s| s.group.len().max(1)).sum(), command_label(publish));
+    let progress = Progress::new(steps.iter().map(|s| s.group.len().max(1)).sum(), command);
     let results = build::run_steps(dyn_wh.clone(), project, steps, cfg.threads, &progress).await;
     progress.finish();
     let counts = Counts::of(&results, project);
 
     let mut report = RunReport {
-        command: if publish { "deploy" } else { "build" }.into(),
+        command: command.into(),
         status: String::new(),
         release: release.as_ref().map(|r| r.id),
         project: project.name.clone(),
@@ -182,13 +183,6 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
     Ok(exit)
 }
 
-fn command_label(publish: bool) -> &'static str {
-    if publish {
-        "deploy"
-    } else {
-        "build"
-    }
-}
 
 fn fill_counts(r: &mut Release, c: &Counts, published: usize) {
     r.built = c.built as i64;
@@ -230,7 +224,7 @@ fn node_lines(session: &Session, results: &[StepResult]) -> Vec<NodeLine> {
             }
         })
         .collect();
-    let order: std::collections::HashMap<String, usize> = session.dag.topo_order().into_iter().enumerate().map(|(i, id)| (session.project().node(&id).name.clone(), i)).collect();
+    let order: std::collections::HashMap<String, usize> = session.dag.topo_order().iter().enumerate().map(|(i, id)| (session.project().node(id).name.clone(), i)).collect();
     lines.sort_by_key(|l| (order.get(&l.name).copied().unwrap_or(usize::MAX), l.name.clone()));
     lines
 }
