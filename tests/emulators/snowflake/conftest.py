@@ -55,8 +55,12 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     assert started.returncode == 0, started.stderr
     env = parse_lines(started.stdout)
     yield Emulator(
-        env["SNOWFLAKE_HOST"], int(env["SNOWFLAKE_PORT"]), env["SNOWFLAKE_PROTOCOL"], env["PYTHON"],
-        int(env["PID"]), state,
+        env["SNOWFLAKE_HOST"],
+        int(env["SNOWFLAKE_PORT"]),
+        env["SNOWFLAKE_PROTOCOL"],
+        env["PYTHON"],
+        int(env["PID"]),
+        state,
     )
     stopped = run_script("stop.sh", state)
     assert stopped.returncode == 0, stopped.stderr
@@ -74,8 +78,13 @@ def connect(emulator: Emulator) -> Iterator[Connect]:
         kw.setdefault("user", "tester")
         kw.setdefault("password", "any password")
         conn = snowflake.connector.connect(
-            account="test", host=emulator.host, port=emulator.port, protocol=emulator.protocol,
-            login_timeout=30, network_timeout=60, **kw,
+            account="test",
+            host=emulator.host,
+            port=emulator.port,
+            protocol=emulator.protocol,
+            login_timeout=30,
+            network_timeout=60,
+            **kw,
         )
         opened.append(conn)
         return conn

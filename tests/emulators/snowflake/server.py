@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import uvicorn  # noqa: E402
 
 from sfemu.app import Emulator  # noqa: E402
-from sfemu.statements import Hooks  # noqa: E402
+from sfemu.context import Hooks  # noqa: E402
 
 
 def hooks_from_env() -> Hooks:

@@ -44,8 +44,8 @@ def test_query_results_are_json_rowsets_in_snowflake_encoding(raw: RawClient) ->
     assert data["queryId"]
     types = {c["name"]: (c["type"], c["scale"]) for c in data["rowtype"]}
     assert types["N"] == ("fixed", 2) and types["NTZ"] == ("timestamp_ntz", 9) and types["TZ"] == ("timestamp_tz", 9)
-    row = dict(zip(types, data["rowset"][0]))
-    ntz = datetime.datetime(2024, 6, 15, 12, 30, 45, 123456, tzinfo=datetime.timezone.utc)
+    row = dict(zip(types, data["rowset"][0], strict=False))
+    ntz = datetime.datetime(2024, 6, 15, 12, 30, 45, 123456, tzinfo=datetime.UTC)
     assert row == {
         "N": "1.50",
         "I": "2",
@@ -82,8 +82,15 @@ def test_python_connector_decodes_the_json_rowsets(db: tuple[str, Sql]) -> None:
         "'2024-06-15 12:30:45.123456'::timestamp_ntz, to_binary('48656C6C6F', 'HEX'), null"
     )
     assert row == (
-        decimal.Decimal("1.50"), 2, 1.5, True, datetime.date(2024, 6, 15), datetime.time(12, 34, 56, 123000),
-        datetime.datetime(2024, 6, 15, 12, 30, 45, 123456), b"Hello", None,
+        decimal.Decimal("1.50"),
+        2,
+        1.5,
+        True,
+        datetime.date(2024, 6, 15),
+        datetime.time(12, 34, 56, 123000),
+        datetime.datetime(2024, 6, 15, 12, 30, 45, 123456),
+        b"Hello",
+        None,
     )
 
 
@@ -334,7 +341,9 @@ def test_table_clone_grants(db: tuple[str, Sql]) -> None:
     sql.run("grant delete on table a.copied to role cleaner")
     sql.run("create or replace table a.copied clone b.u copy grants")
     assert sql.grants_on("TABLE", "a.copied") == {
-        ("OWNERSHIP", "DEPLOYER"), ("SELECT", "READER_A"), ("DELETE", "CLEANER"),
+        ("OWNERSHIP", "DEPLOYER"),
+        ("SELECT", "READER_A"),
+        ("DELETE", "CLEANER"),
     }
     assert sql.all("select * from a.copied") == [(42,)]
 
@@ -364,7 +373,9 @@ def test_drop_database(emulator: Emulator, db: tuple[str, Sql]) -> None:
     DROP DATABASE IF EXISTS of a missing one succeeds; without IF EXISTS it fails
     with "Database 'X' does not exist or not authorized."."""
     name, sql = db
-    sql.run("create table s.t (x int)", f"grant usage on database {name} to role r", "grant select on table s.t to role r")
+    sql.run(
+        "create table s.t (x int)", f"grant usage on database {name} to role r", "grant select on table s.t to role r"
+    )
     assert sql.one(f"drop database {name}") == (f"{name} successfully dropped.",)
     assert name not in {r[1] for r in sql.all("show databases")}
     assert not list((emulator.state / "snowflake-data").glob(f"{name}.db*"))
@@ -428,7 +439,14 @@ def test_show_grants_columns_and_values(db: tuple[str, Sql]) -> None:
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
     assert columns == [
-        "created_on", "privilege", "granted_on", "name", "granted_to", "grantee_name", "grant_option", "granted_by",
+        "created_on",
+        "privilege",
+        "granted_on",
+        "name",
+        "granted_to",
+        "grantee_name",
+        "grant_option",
+        "granted_by",
     ]
     by_privilege = {r[1]: r for r in rows}
     assert set(by_privilege) == {"OWNERSHIP", "SELECT", "INSERT"}
@@ -523,9 +541,7 @@ def test_start_is_idempotent_and_stop_start_cycles(tmp_path: Path) -> None:
         again = run_script("start.sh", tmp_path)
         assert again.returncode == 0 and parse_lines(again.stdout) == lines
         assert (tmp_path / "snowflake.env").read_text().splitlines() == first.stdout.splitlines()
-        check = subprocess.run(
-            [lines["PYTHON"], "-c", "import snowflake.connector"], capture_output=True, timeout=60
-        )
+        check = subprocess.run([lines["PYTHON"], "-c", "import snowflake.connector"], capture_output=True, timeout=60)
         assert check.returncode == 0
     finally:
         assert run_script("stop.sh", tmp_path).returncode == 0

@@ -25,8 +25,8 @@ import gzip
 import json
 import logging
 import uuid
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,12 +39,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Scope
 
-from . import rowset, statements
+from . import rowset, statements, tracking
 from .catalog import Catalog
+from .context import Context, Hooks, Result, Session
 from .errors import SnowflakeError
 from .grants import GrantStore
 from .sql import Parser
-from .statements import Context, Hooks, Session
 
 log = logging.getLogger("sfemu")
 DEFAULT_ROLE = "SYSADMIN"  # the role fakesnow reports as every object's owner
@@ -151,12 +151,12 @@ class Emulator:
                 result = await run_in_threadpool(statements.emulate, ctx, sql)
                 if result is not None:
                     return JSONResponse(_success(ctx, result))
-                tracked = await run_in_threadpool(statements.before, ctx, sql)
+                tracked = await run_in_threadpool(tracking.before, ctx, sql)
                 _last_fakesnow_error.set(None)
                 response = await fs_server.query_request(_rebuilt(request, raw))
                 payload = json.loads(bytes(response.body))
                 if payload.get("success") and tracked is not None:
-                    statements.after(ctx, tracked)
+                    tracking.after(ctx, tracked)
                 return JSONResponse(_to_snowflake_json(payload, response.status_code, session))
             except SnowflakeError as e:
                 return JSONResponse(_error(e))
@@ -195,14 +195,14 @@ class Emulator:
                 Route("/session", self.session, methods=["POST"]),
                 Route("/emulator/health", self.health, methods=["GET"]),
                 Mount("/", fs_server.app),
-            ]
+            ],
         )
 
 
 # -- response shaping ------------------------------------------------------------------
 
 
-def _success(ctx: Context, result: statements.Result) -> dict[str, Any]:
+def _success(ctx: Context, result: Result) -> dict[str, Any]:
     return {
         "data": {
             "parameters": [{"name": "TIMEZONE", "value": "Etc/UTC"}],
@@ -232,7 +232,9 @@ def _to_snowflake_json(payload: dict[str, Any], http_status: int, session: Sessi
     if not payload.get("success"):
         data = payload.get("data") or {}
         return _error(
-            SnowflakeError(payload.get("code") or "000603", data.get("sqlState") or "XX000", payload.get("message") or "")
+            SnowflakeError(
+                payload.get("code") or "000603", data.get("sqlState") or "XX000", payload.get("message") or ""
+            )
         )
     data = payload["data"]
     if data.get("queryResultFormat") == "arrow":
@@ -266,8 +268,13 @@ def _error(e: SnowflakeError) -> dict[str, Any]:
 
 def _login_error(code: str, message: str) -> Response:
     return JSONResponse(
-        {"data": {"nextAction": "RETRY_LOGIN", "errorCode": code}, "code": code, "message": message,
-         "success": False, "headers": None}
+        {
+            "data": {"nextAction": "RETRY_LOGIN", "errorCode": code},
+            "code": code,
+            "message": message,
+            "success": False,
+            "headers": None,
+        }
     )
 
 
@@ -283,9 +290,7 @@ async def _body(request: Request) -> bytes:
 
 def _rebuilt(request: Request, body: bytes, query: dict[str, str] | None = None) -> Request:
     """A copy of request with a plain (uncompressed) body and optionally new query params."""
-    headers = [
-        (k, v) for k, v in request.scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")
-    ]
+    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]
     headers.append((b"content-length", str(len(body)).encode()))
     scope: Scope = dict(request.scope, headers=headers)
     if query is not None:
@@ -313,4 +318,3 @@ def _ident(text: str | None) -> str | None:
         return name
     except SnowflakeError:
         return text
-

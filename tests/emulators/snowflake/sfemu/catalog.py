@@ -177,7 +177,8 @@ class Catalog:
             cols = [c for (c,) in self.cur.execute(f"SELECT column_name FROM (DESCRIBE {table})").fetchall()]
             key = "ext_table_catalog = ? AND ext_table_schema = ? AND ext_table_name = ?"
             moved = [
-                (dst, self.cur.execute(f"SELECT * FROM {table} WHERE {key}", list(src)).fetchall()) for src, dst in pairs
+                (dst, self.cur.execute(f"SELECT * FROM {table} WHERE {key}", list(src)).fetchall())
+                for src, dst in pairs
             ]
             if move:
                 for src, _ in pairs:

@@ -30,7 +30,9 @@ class SnowflakeError(Exception):
     @classmethod
     def unsupported(cls, feature: str) -> SnowflakeError:
         # Snowflake's wording for features it lacks, plus a pointer to where the gap really is.
-        return cls("000002", "0A000", f"Unsupported feature '{feature}' (not emulated by the airlock Snowflake emulator).")
+        return cls(
+            "000002", "0A000", f"Unsupported feature '{feature}' (not emulated by the airlock Snowflake emulator)."
+        )
 
     @classmethod
     def no_current(cls, what: str, operation: str) -> SnowflakeError:
@@ -57,7 +59,9 @@ class SnowflakeError(Exception):
 
     @classmethod
     def object_missing_or_forbidden(cls) -> SnowflakeError:
-        return cls("002043", "02000", "SQL compilation error:\nObject does not exist, or operation cannot be performed.")
+        return cls(
+            "002043", "02000", "SQL compilation error:\nObject does not exist, or operation cannot be performed."
+        )
 
 
 def syntax_error(sql: str, offset: int, detail: str) -> SnowflakeError:

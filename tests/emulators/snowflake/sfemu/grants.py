@@ -93,7 +93,9 @@ class GrantStore:
 
     def owner(self, name: Name) -> str | None:
         with self._lock:
-            return next((g.grantee for g in self._grants.values() if g.name == name and g.privilege == "OWNERSHIP"), None)
+            return next(
+                (g.grantee for g in self._grants.values() if g.name == name and g.privilege == "OWNERSHIP"), None
+            )
 
     def grant_future(
         self, object_type: str, container: Name, privileges: Iterable[str], grantee: str, grant_option: bool
@@ -163,7 +165,8 @@ class GrantStore:
         """A renamed object keeps every grant on it and on its children."""
         with self._lock:
             self._grants = {
-                g.key(): g for g in (replace(g, name=_renamed(g.name, old, new) or g.name) for g in self._grants.values())
+                g.key(): g
+                for g in (replace(g, name=_renamed(g.name, old, new) or g.name) for g in self._grants.values())
             }
             self._future = {
                 (f.privilege, f.object_type, f.container, f.grantee): f
@@ -191,7 +194,9 @@ class GrantStore:
         of its child objects, but the container clone does not inherit the grants on
         the source container; the cloning role owns it."""
         with self._lock:
-            children = [g for g in self._grants.values() if len(g.name) > len(source) and g.name[: len(source)] == source]
+            children = [
+                g for g in self._grants.values() if len(g.name) > len(source) and g.name[: len(source)] == source
+            ]
             for g in children:
                 ng = replace(g, name=clone + g.name[len(source) :], created_on=time.time())
                 self._grants[ng.key()] = ng

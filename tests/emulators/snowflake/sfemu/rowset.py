@@ -51,7 +51,7 @@ def arrow_to_rowset(rowset_base64: str, rowtype: Sequence[dict[str, Any]]) -> li
         [None if v is None else encode(v) for v in table.column(i).to_pylist()]
         for i, encode in enumerate(encoder(col) for col in rowtype)
     ]
-    return [list(row) for row in zip(*columns)] if columns else [[] for _ in range(table.num_rows)]
+    return [list(row) for row in zip(*columns, strict=False)] if columns else [[] for _ in range(table.num_rows)]
 
 
 def encoder(column: dict[str, Any]) -> Callable[[Any], str]:
@@ -123,8 +123,8 @@ def time(value: int | datetime.time, scale: int) -> str:
 def timestamp(value: dict[str, int] | datetime.datetime, scale: int, with_zone: bool) -> str:
     if isinstance(value, datetime.datetime):
         # defensive: a plain Arrow timestamp rather than Snowflake's struct
-        aware = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-        delta = aware - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        aware = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        delta = aware - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
         nanos = (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
         offset = aware.utcoffset() or datetime.timedelta(0)
         zone = 1440 + int(offset.total_seconds() // 60)

@@ -66,9 +66,7 @@ def tokenize(sql: str) -> list[Token]:
         elif ch == "'":
             j = i + 1
             while j < n:
-                if sql[j] == "\\":  # backslash escape
-                    j += 2
-                elif sql.startswith("''", j):  # doubled quote
+                if sql[j] == "\\" or sql.startswith("''", j):  # backslash escape
                     j += 2
                 elif sql[j] == "'":
                     break
