@@ -11,7 +11,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 home="${AIRLOCK_EMULATOR_HOME:-$HOME/.cache/airlock-emulators}"
-state="${AIRLOCK_EMULATOR_STATE:-$HOME/.cache/airlock-emulators/run}"
+state="${AIRLOCK_EMULATOR_STATE:-$home/run}"
 env_file="$state/bigquery.env"
 log="$state/bigquery.log"
 ready_file="$state/bigquery.ready"
@@ -21,6 +21,9 @@ wait_seconds=60
 
 "$here/install.sh" </dev/null
 mkdir -p "$state"
+# One start at a time per state dir, or two could each launch a server.
+exec 8>"$state/bigquery.lock"
+flock -w $((wait_seconds + 30)) 8 || { echo "bigquery emulator: $state/bigquery.lock stays locked" >&2; exit 1; }
 
 answers() {  # answers ENDPOINT: the emulator's liveness probe says ok
   "$py" - "$1/healthz" <<'EOF' >/dev/null 2>&1
@@ -43,8 +46,9 @@ fi
 rm -f "$ready_file"
 # setsid: the server outlives this script and the terminal or CI step that ran
 # it; stop.sh ends it by pid.
+# 8>&-: the server must not hold the start lock for its whole life.
 setsid nohup "$py" "$here/server.py" --project "$project" --ready-file "$ready_file" \
-  </dev/null >"$log" 2>&1 &
+  </dev/null >"$log" 2>&1 8>&- &
 launched=$!
 
 fail() {

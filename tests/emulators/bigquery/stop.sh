@@ -4,7 +4,8 @@
 # was running.
 #   tests/emulators/bigquery/stop.sh        (or tests/emulators/stop.sh bigquery)
 set -euo pipefail
-state="${AIRLOCK_EMULATOR_STATE:-$HOME/.cache/airlock-emulators/run}"
+home="${AIRLOCK_EMULATOR_HOME:-$HOME/.cache/airlock-emulators}"
+state="${AIRLOCK_EMULATOR_STATE:-$home/run}"
 env_file="$state/bigquery.env"
 grace_seconds=10
 
