@@ -21,6 +21,9 @@ py="$home/snowflake-venv/bin/python"
 
 "$here/install.sh" >&2
 mkdir -p "$state"
+# One start at a time per state dir, so two callers cannot both start a server.
+exec 9>"$state/.snowflake-start.lock"
+if command -v flock >/dev/null 2>&1; then flock 9; fi
 
 healthy() { # port
   "$py" - "$1" <<'EOF' >/dev/null 2>&1
