@@ -50,7 +50,7 @@ port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); 
 # setsid + nohup: the server outlives this script and the caller's terminal or
 # process group; PYTHONDONTWRITEBYTECODE keeps __pycache__ out of the clone.
 PYTHONDONTWRITEBYTECODE=1 setsid nohup "$py" "$here/server.py" --port "$port" --data-dir "$data" \
-  </dev/null >"$log" 2>&1 &
+  </dev/null >"$log" 2>&1 9>&- &
 pid=$!
 
 for _ in $(seq 1 150); do # up to ~30 s
