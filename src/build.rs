@@ -45,6 +45,8 @@ pub struct Step {
     pub deps: Vec<NodeId>,
     /// incremental models building on a copy of prod
     pub incremental: bool,
+    /// why this step cannot run at all (it reports an error, never a pass)
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -94,7 +96,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     // refs to relations outside the selection are read from prod: they must
     // exist there. A model that cannot is an error; a test that cannot is left
     // out with a warning (it tests a relation this run neither builds nor has)
-    let mut unrunnable: BTreeSet<NodeId> = BTreeSet::new();
+    let mut unrunnable: BTreeMap<NodeId, String> = BTreeMap::new();
     for id in selected.iter() {
         let node = project.node(id);
         if !(node.is_relation() || node.kind == NodeKind::Test) {
@@ -108,8 +110,14 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             let schema = layout.prod_schema(up);
             if prod.get(&schema, up.identifier()).is_none() {
                 if node.kind == NodeKind::Test {
-                    eprintln!("airlock: warning: test {} not run: it reads {} '{}', which is neither selected nor in prod", node.name, up.kind.as_str(), up.name);
-                    unrunnable.insert(id.clone());
+                    // fail closed: a test that cannot run gives no verdict, and that blocks
+                    let why = format!(
+                        "cannot run: it reads {} '{}', which is neither selected nor in prod ({})",
+                        up.kind.as_str(),
+                        up.name,
+                        layout.dialect.relation(&schema, up.identifier())
+                    );
+                    unrunnable.insert(id.clone(), why);
                     break;
                 }
                 anyhow::bail!(
@@ -131,7 +139,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         .iter()
         .filter(|id| {
             let n = project.node(id);
-            (n.is_relation() || n.kind == NodeKind::Test) && !unrunnable.contains(*id)
+            (n.is_relation() || n.kind == NodeKind::Test) && !unrunnable.contains_key(*id)
         })
         .cloned()
         .collect();
@@ -148,7 +156,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
 
     for id in order.iter().filter(|id| step_ids.contains(*id)) {
         let node = project.node(id);
-        let mut step = Step { id: id.clone(), statements: vec![], group: vec![], deps: vec![], incremental: false };
+        let mut step = Step { id: id.clone(), statements: vec![], group: vec![], deps: vec![], incremental: false, refused: None };
         let ups = upstream_relations(project, id);
         for up in &ups {
             if step_ids.contains(up) {
@@ -173,13 +181,13 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         match node.kind {
             NodeKind::Seed => {
                 step.statements = seed_statements(dialect, node, &layout.audit_relation(node));
+                with_hooks(compiler, node, &place, &layout.audit_relation(node), &mut step.statements)?;
             }
             NodeKind::Model => {
                 let target = layout.audit_relation(node);
                 let prod_schema = layout.prod_schema(node);
                 let incremental = node.materialization == Materialization::Incremental
-                    && !full_refresh
-                    && node.config.full_refresh != Some(true)
+                    && !crate::project::Project::full_refresh(node, *full_refresh)
                     && prod.is_table(&prod_schema, node.identifier());
                 let sql = compiler
                     .select_sql(node, &place, Some(target.clone()), incremental)
@@ -187,6 +195,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                 // staged: the audit copy of prod is already there to build on
                 let base = if staged.contains(id) { target.clone() } else { layout.prod_relation(node) };
                 step.statements = model_statements(dialect, node, &target, &sql, incremental.then_some(&base));
+                with_hooks(compiler, node, &place, &target, &mut step.statements)?;
                 step.incremental = incremental;
             }
             NodeKind::Test => {
@@ -207,7 +216,26 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         }
         steps.push(step);
     }
+    for (id, why) in unrunnable {
+        let warn = project.node(&id).severity() == crate::project::Severity::Warn;
+        steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), warn)], deps: vec![], incremental: false, refused: Some(why) });
+    }
     Ok(fuse_tests(project, steps))
+}
+
+/// pre-hooks before, post-hooks after the node's own statements, rendered for
+/// the audit location (they never run in prod before the gate).
+fn with_hooks(compiler: &Compiler, node: &crate::project::Node, place: &crate::render::Placement, this: &crate::render::Relation, statements: &mut Vec<String>) -> Result<()> {
+    if node.config.pre_hook.is_empty() && node.config.post_hook.is_empty() {
+        return Ok(());
+    }
+    let origin = format!("{} (hook)", node.path.display());
+    let render = |h: &String| compiler.hook_sql(&origin, h, place, Some(this.clone()));
+    let pre = node.config.pre_hook.iter().map(render).collect::<Result<Vec<_>>>()?;
+    let post = node.config.post_hook.iter().map(render).collect::<Result<Vec<_>>>()?;
+    let own = std::mem::take(statements);
+    *statements = pre.into_iter().chain(own).chain(post).collect();
+    Ok(())
 }
 
 /// Tests that read only the node they test run as one query per node: one
@@ -216,7 +244,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
 fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> {
     let fusable = |s: &Step| {
         let n = project.node(&s.id);
-        n.kind == NodeKind::Test && n.attached_to.as_ref().is_some_and(|a| s.deps.len() == 1 && &s.deps[0] == a)
+        s.refused.is_none() && n.kind == NodeKind::Test && n.attached_to.as_ref().is_some_and(|a| s.deps.len() == 1 && &s.deps[0] == a)
     };
     // the first fusable test of each owner becomes the group's step
     let mut leader: HashMap<NodeId, NodeId> = HashMap::new();
@@ -280,8 +308,17 @@ pub fn upstream_relations(project: &crate::project::Project, id: &str) -> BTreeS
     out
 }
 
-/// Run the steps; returns one result per step, in completion order.
-pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::Project, steps: Vec<Step>, threads: usize, progress: &Progress) -> Vec<StepResult> {
+/// Run the steps; returns one result per node, in completion order. Fails
+/// closed: a step that panics reports an error for every node it carried (and
+/// its dependants are skipped); once `stop` is set no new step starts.
+pub async fn run_steps(
+    warehouse: Arc<dyn Warehouse>,
+    project: &crate::project::Project,
+    steps: Vec<Step>,
+    threads: usize,
+    progress: &Progress,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<StepResult> {
     let threads = threads.max(1);
     let mut waiting: HashMap<NodeId, usize> = HashMap::new();
     let mut children: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
@@ -300,11 +337,13 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
     ready.sort_by(|a, b| b.cmp(a)); // pop() takes the smallest id first: a stable order
     let mut results: HashMap<NodeId, StepResult> = HashMap::new();
     let mut running: JoinSet<(StepResult, Vec<StepResult>)> = JoinSet::new();
+    // what each running task carries, to report it if the task dies
+    let mut in_flight: HashMap<tokio::task::Id, (NodeId, Vec<NodeId>, Instant)> = HashMap::new();
     // one result per node (a group of tests reports each test)
     let mut reported: Vec<StepResult> = Vec::new();
 
     loop {
-        while running.len() < threads {
+        while running.len() < threads && !stop.load(std::sync::atomic::Ordering::SeqCst) {
             let Some(id) = ready.pop() else { break };
             let step = by_id.remove(&id).expect("each step runs once");
             // a dependency failed: skip instead of running
@@ -323,8 +362,13 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
             progress.step_started(&project.node(&id).name);
             let wh = warehouse.clone();
             let severity_warn = project.node(&id).severity() == crate::project::Severity::Warn;
-            running.spawn(async move {
+            let members: Vec<NodeId> = if step.group.is_empty() { vec![id.clone()] } else { step.group.iter().map(|(m, _, _)| m.clone()).collect() };
+            let names: Vec<String> = members.iter().map(|m| project.node(m).name.clone()).collect();
+            let handle = running.spawn(async move {
                 let t = Instant::now();
+                for name in &names {
+                    crate::failpoint::maybe_panic(name);
+                }
                 let members = run_one(&*wh, &step, severity_warn).await;
                 let micros = t.elapsed().as_micros() as u64;
                 let members: Vec<StepResult> = members.into_iter().map(|(id, outcome)| StepResult { id, outcome, micros }).collect();
@@ -332,14 +376,23 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
                 let worst = members.iter().find(|m| m.bad()).map(|m| m.outcome.clone()).unwrap_or(Outcome::Built);
                 (StepResult { id: step.id, outcome: worst, micros }, members)
             });
+            in_flight.insert(handle.id(), (id, members, Instant::now()));
         }
-        let Some(joined) = running.join_next().await else { break };
+        let Some(joined) = running.join_next_with_id().await else { break };
         let (r, members) = match joined {
-            Ok(r) => r,
+            Ok((task, r)) => {
+                in_flight.remove(&task);
+                r
+            }
             Err(e) => {
-                // a panic inside a step is a bug; report it instead of losing the run
-                tracing::error!("build step stopped: {e}");
-                continue;
+                // a step that died (a bug, or a panic in a dependency) gave no
+                // result: every node it carried is an error, never a pass
+                let (id, carried, started) = in_flight.remove(&e.id()).expect("every task is in flight");
+                let why = if e.is_panic() { panic_message(e.into_panic()) } else { "cancelled".to_string() };
+                let outcome = Outcome::Error { message: format!("step stopped without a result: {why}") };
+                let micros = started.elapsed().as_micros() as u64;
+                let members = carried.iter().map(|m| StepResult { id: m.clone(), outcome: outcome.clone(), micros }).collect();
+                (StepResult { id, outcome, micros }, members)
             }
         };
         for m in &members {
@@ -357,6 +410,16 @@ pub async fn run_steps(warehouse: Arc<dyn Warehouse>, project: &crate::project::
         complete(r, &mut results, &children, &mut waiting, &mut ready);
     }
     reported
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
 }
 
 fn complete(
@@ -381,19 +444,20 @@ fn complete(
 }
 
 async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(NodeId, Outcome)> {
+    if let Some(why) = &step.refused {
+        return step.group.iter().map(|(id, _, _)| (id.clone(), Outcome::Error { message: why.clone() })).collect();
+    }
     if step.group.len() > 1 {
         return match wh.query(&group_query(&step.group)).await {
             Ok(rows) => {
                 let mut out = Vec::with_capacity(step.group.len());
                 for (i, (id, sql, warn)) in step.group.iter().enumerate() {
-                    let failures: u64 = rows
-                        .rows
-                        .iter()
-                        .find(|r| r.first().cloned().flatten().as_deref() == Some(i.to_string().as_str()))
-                        .and_then(|r| r.get(1).cloned().flatten())
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0);
-                    let outcome = if failures == 0 { Outcome::Pass } else { test_outcome(wh, &gate::gate_query(sql), *warn).await };
+                    let cell = rows.rows.iter().find(|r| r.first().cloned().flatten().as_deref() == Some(i.to_string().as_str())).map(|r| r.get(1).cloned().flatten());
+                    let outcome = match parse_count(id, Some(cell.flatten())) {
+                        Ok(0) => Outcome::Pass,
+                        Ok(_) => test_outcome(wh, id, &gate::gate_query(sql), *warn).await,
+                        Err(message) => Outcome::Error { message },
+                    };
                     out.push((id.clone(), outcome));
                 }
                 out
@@ -402,14 +466,14 @@ async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(N
             Err(_) => {
                 let mut out = Vec::with_capacity(step.group.len());
                 for (id, sql, warn) in &step.group {
-                    out.push((id.clone(), test_outcome(wh, &gate::gate_query(sql), *warn).await));
+                    out.push((id.clone(), test_outcome(wh, id, &gate::gate_query(sql), *warn).await));
                 }
                 out
             }
         };
     }
     if let [(id, sql, _)] = step.group.as_slice() {
-        return vec![(id.clone(), test_outcome(wh, &gate::gate_query(sql), severity_warn).await)];
+        return vec![(id.clone(), test_outcome(wh, id, &gate::gate_query(sql), severity_warn).await)];
     }
     let result = match step.statements.len() {
         0 => Ok(()),
@@ -423,14 +487,30 @@ async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(N
     vec![(step.id.clone(), outcome)]
 }
 
-async fn test_outcome(wh: &dyn Warehouse, query: &str, severity_warn: bool) -> Outcome {
+/// A failure count as the warehouse returned it: `None` when the query gave
+/// no row at all (no failing rows), `Some(None)` for a missing value.
+/// Anything but a number is no verdict (never a pass).
+fn parse_count(test: &str, cell: Option<Option<String>>) -> Result<u64, String> {
+    let garbled = crate::failpoint::is_set(&crate::failpoint::Point::Garble(test.rsplit('.').next().unwrap_or(test).to_string()));
+    let cell = if garbled { Some(Some("n/a".to_string())) } else { cell };
+    match cell {
+        None => Ok(0),
+        Some(Some(text)) => text.trim().parse().map_err(|_| format!("the failure count '{text}' returned by the warehouse is not a number: no verdict")),
+        Some(None) => Err("the warehouse returned no failure count for this test: no verdict".to_string()),
+    }
+}
+
+async fn test_outcome(wh: &dyn Warehouse, id: &str, query: &str, severity_warn: bool) -> Outcome {
     match wh.query(query).await {
         Ok(rows) => {
-            let (failures, sample) = gate::read_result(rows);
+            // no rows: no failing rows; otherwise the first cell is the count
+            let failures = parse_count(id, rows.rows.first().map(|r| r.first().cloned().flatten()));
+            let (_, sample) = gate::read_result(rows);
             match (failures, severity_warn) {
-                (0, _) => Outcome::Pass,
-                (_, true) => Outcome::Warn { failures, sample },
-                (_, false) => Outcome::Fail { failures, sample },
+                (Err(message), _) => Outcome::Error { message },
+                (Ok(0), _) => Outcome::Pass,
+                (Ok(failures), true) => Outcome::Warn { failures, sample },
+                (Ok(failures), false) => Outcome::Fail { failures, sample },
             }
         }
         Err(e) => Outcome::Error { message: format!("{e:#}") },
@@ -445,7 +525,10 @@ pub struct Counts {
     pub passed: usize,
     pub warned: usize,
     pub failed: usize,
+    /// models and seeds that failed to build
     pub errors: usize,
+    /// tests that gave no verdict (errored, panicked, could not run): they block
+    pub no_verdict: usize,
     pub skipped: usize,
 }
 
@@ -462,6 +545,7 @@ impl Counts {
                 Outcome::Pass => c.passed += 1,
                 Outcome::Warn { .. } => c.warned += 1,
                 Outcome::Fail { .. } => c.failed += 1,
+                Outcome::Error { .. } if is_test => c.no_verdict += 1,
                 Outcome::Error { .. } => c.errors += 1,
                 Outcome::Skipped { .. } => c.skipped += 1,
             }
@@ -470,7 +554,7 @@ impl Counts {
     }
 
     pub fn verdict(&self) -> TestVerdict {
-        if self.failed > 0 {
+        if self.failed > 0 || self.no_verdict > 0 {
             TestVerdict::Block
         } else if self.warned > 0 {
             TestVerdict::Warn

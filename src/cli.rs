@@ -61,8 +61,10 @@ pub enum Command {
     Init(InitArgs),
     /// List built-in and project strategies and the warehouses each supports
     Strategies,
-    /// Break a deploy lock left by a process that is gone
-    Unlock,
+    /// Break a deploy lock left by a process that is gone (recorded in the ledger)
+    Unlock(UnlockArgs),
+    /// Finish (or with --undo, undo) a publish that was interrupted midway
+    Recover(RecoverArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -123,4 +125,18 @@ pub struct InitArgs {
     /// Overwrite an existing airlock.toml
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UnlockArgs {
+    /// Break the lock even though its holder looks alive
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RecoverArgs {
+    /// Undo the interrupted publish instead of completing it
+    #[arg(long)]
+    pub undo: bool,
 }

@@ -113,6 +113,8 @@ pub struct Compiler<'a> {
     pub renderer: &'a Renderer,
     pub names: Arc<Names>,
     pub layout: &'a Layout,
+    /// `target` as hooks see it: the audit location is where they run
+    pub hook_target: serde_json::Value,
 }
 
 impl Compiler<'_> {
@@ -138,6 +140,15 @@ impl Compiler<'_> {
         let sql = self.renderer.render(&node.path.display().to_string(), source, &scope)?;
         let refs = scope.take().refs;
         Ok((strip_sql(&sql), refs))
+    }
+
+    /// A hook (`pre-hook`, `post-hook`, `on-run-start`, `on-run-end`) as it
+    /// runs in the audit location: `this` is the audited relation and
+    /// `target.schema` the audit schema.
+    pub fn hook_sql(&self, origin: &str, hook: &str, place: &Placement, this: Option<Relation>) -> Result<String> {
+        let scope = RenderScope::with_target(self.names.clone(), place.clone(), this, self.hook_target.clone());
+        let sql = self.renderer.render(origin, hook, &scope)?;
+        Ok(strip_sql(&sql))
     }
 
     /// Ephemeral models referenced (directly or through other ephemerals), upstream first.

@@ -33,6 +33,8 @@ pub struct DeploySettings {
     #[serde(default = "default_strategy")]
     pub strategy: String,
     pub threads: Option<usize>,
+    /// the tag of the raw mirror layer (default: the mirror strategy's `tag`)
+    pub mirror_tag: Option<String>,
 }
 
 fn default_audit() -> String {
@@ -44,7 +46,7 @@ fn default_strategy() -> String {
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None }
+        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None, mirror_tag: None }
     }
 }
 
@@ -152,6 +154,11 @@ impl RunConfig {
         t
     }
 
+    /// The warehouse the profile names (see [`crate::warehouse::open`]).
+    pub fn open_warehouse(&self, read_only: bool) -> Result<std::sync::Arc<dyn crate::warehouse::Warehouse>> {
+        crate::warehouse::open(&self.profile, &self.search_dirs(), read_only)
+    }
+
     /// Relative file reads resolve against the working directory, then the project.
     pub fn search_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
@@ -197,4 +204,9 @@ strategy = "swap"
 
 # Nodes built at once (default: the number of cores). --threads overrides.
 # threads = 4
+
+# The tag of the raw mirror layer: models with it copy sources 1:1, are built
+# and published only by `--strategy mirror`, and every other deploy reads the
+# published mirror (default: the mirror strategy's `tag`, "raw").
+# mirror_tag = "raw"
 "#;

@@ -58,6 +58,8 @@ pub fn gate_query(test_sql: &str) -> String {
 }
 
 /// Read the result of [`gate_query`]: number of failing rows and a sample.
+/// The count here is for display; the builder reads it strictly (an
+/// unreadable count is no verdict).
 pub fn read_result(rows: Rows) -> (u64, Rows) {
     let failures = rows.rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|n| n.parse().ok()).unwrap_or(0);
     let sample = Rows {

@@ -1,5 +1,6 @@
 //! Thin main: parse, run on a tokio runtime, map the outcome to an exit code
-//! (0 published or nothing to do, 1 gate blocked, 2 error).
+//! (0 published or nothing to do, 1 gate blocked, 2 error, 3 lock held,
+//! 130 / 143 interrupted by SIGINT / SIGTERM).
 
 use std::process::ExitCode;
 
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose);
+    let json = cli.global.format == airlock::cli::Format::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -24,13 +26,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // queries cancelled by a signal may still be unwinding on blocking threads
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
         Ok(ExitStatus::Blocked) => ExitCode::from(1),
         Ok(ExitStatus::Error) => ExitCode::from(2),
+        Ok(ExitStatus::Interrupted(code)) => ExitCode::from(code),
         Err(e) => {
+            let locked = e.downcast_ref::<airlock::ledger::lock::LockError>().is_some();
             eprintln!("airlock: {e:#}");
-            ExitCode::from(2)
+            if json {
+                let status = if locked { "locked" } else { "error" };
+                airlock::report::json(&serde_json::json!({ "status": status, "message": format!("{e:#}") }));
+            }
+            ExitCode::from(if locked { 3 } else { 2 })
         }
     }
 }

@@ -29,6 +29,11 @@ pub struct Prepared<'s> {
     pub unbuilt_tagged: Vec<String>,
     /// estimated rows copied by staging and publishing (from the warehouse's statistics)
     pub rows_copied: Option<u64>,
+    /// `on-run-start` / `on-run-end`, rendered for the audit location
+    pub on_run_start: Vec<String>,
+    pub on_run_end: Vec<String>,
+    /// nodes of the project this run leaves out, with the reason
+    pub left_out: Vec<(String, String)>,
 }
 
 pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) -> Result<Prepared<'s>> {
@@ -45,7 +50,8 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
     if strategy.steps.stage == Stage::CloneProd {
         for node in project.relations() {
             let rebuilt_fresh = selected.contains(&node.id) && node.materialization != Materialization::Incremental;
-            if !rebuilt_fresh && node.materialization != Materialization::View && prod.is_table(&layout.prod_schema(node), node.identifier()) && !session.cfg.full_refresh {
+            let refresh = crate::project::Project::full_refresh(node, session.cfg.full_refresh);
+            if !rebuilt_fresh && node.materialization != Materialization::View && prod.is_table(&layout.prod_schema(node), node.identifier()) && !refresh {
                 staged.insert(node.id.clone());
             }
         }
@@ -122,7 +128,8 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
                 if prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
                     count_rows(&schema, node.identifier()); // the backup copy
                 }
-                Desired::Table { from: layout.audit_relation(node).rendered }
+                let audit = layout.audit_relation(node);
+                Desired::Table { from: audit.rendered, source: (audit.schema, audit.identifier) }
             }
         };
         changes.push(Change { schema, name: node.identifier().to_string(), desired, prev });
@@ -130,7 +137,39 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
     if d != crate::warehouse::Dialect::DuckDb {
         rows_copied = None; // remote clones are zero-copy or priced by the warehouse
     }
-    Ok(Prepared { strategy, selected, staged, locations, prep, steps, changes, unbuilt_tagged, rows_copied })
+    let no_place = layout.placement(project, &selected);
+    let run_hook = |h: &String| compiler.hook_sql("dbt_project.yml (on-run hook)", h, &no_place, None);
+    let on_run_start = project.on_run_start.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
+    let on_run_end = project.on_run_end.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
+    let left_out = left_out(session, strategy, &selected);
+    Ok(Prepared { strategy, selected, staged, locations, prep, steps, changes, unbuilt_tagged, rows_copied, on_run_start, on_run_end, left_out })
+}
+
+/// What of the project this run does not build, and why: the raw mirror
+/// (built only by the mirror strategy), everything else under the mirror
+/// strategy, nodes outside the selection, disabled models.
+fn left_out(session: &Session, strategy: &Strategy, built: &BTreeSet<NodeId>) -> Vec<(String, String)> {
+    let project = session.project();
+    let tag = mirror_tag(session, strategy);
+    let mut out: Vec<(String, String)> = project
+        .relations()
+        .filter(|n| !built.contains(&n.id))
+        .map(|n| {
+            let why = if !session.selected.contains(&n.id) {
+                "not selected (read from prod)".to_string()
+            } else if strategy.steps.build == BuildScope::Mirror {
+                format!("not the raw mirror (strategy '{}' builds only models tagged '{tag}')", strategy.name)
+            } else {
+                format!("the raw mirror (tagged '{tag}'): built and published only by `--strategy mirror`; this run reads the published mirror")
+            };
+            (n.name.clone(), why)
+        })
+        .collect();
+    for (name, path) in &session.loaded.names.disabled {
+        out.push((name.clone(), format!("disabled (enabled: false, {path})")));
+    }
+    out.sort();
+    out
 }
 
 /// The selection as the strategy scopes it: `mirror` builds only the raw
@@ -165,6 +204,9 @@ pub fn scoped_selection(session: &Session, strategy: &Strategy) -> Result<BTreeS
 }
 
 fn mirror_tag(session: &Session, strategy: &Strategy) -> String {
+    if let Some(tag) = &session.cfg.settings.deploy.mirror_tag {
+        return tag.clone();
+    }
     if strategy.steps.build == BuildScope::Mirror {
         return strategy.param_str("tag").unwrap_or_else(|| "raw".into());
     }

@@ -1,13 +1,15 @@
-//! Making prod what was audited. The statements come from the strategy's SQL
-//! templates for the dialect: location-level (`swap_location`,
-//! `clone_location`) where the strategy has them for this dialect, per object
-//! otherwise. Every replaced prod object is first kept in the release's backup
-//! location (the rollback point), and the ledger rows are part of the same
-//! batch, which runs as one transaction where DDL is transactional (DuckDB).
+//! Making prod what was audited. A publish is a plan of [`Step`]s, each with
+//! the statements that carry it out and the statements that undo it (from the
+//! backup it keeps), so an interrupted publish can be completed or undone
+//! (`ledger::journal`). The statements come from the strategy's SQL templates
+//! for the dialect: location-level (`swap_location`, `clone_location`) where
+//! the strategy has them for this dialect, per object otherwise. Every
+//! replaced prod object is first kept in the release's backup location (the
+//! rollback point).
 
 use std::collections::BTreeSet;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::ledger::{self, Release, ReleaseObject};
 use crate::strategy::{Publish, Strategy};
@@ -16,8 +18,9 @@ use crate::warehouse::{CatalogEntry, Dialect, ObjectKind};
 /// What a prod object should become.
 #[derive(Debug, Clone)]
 pub enum Desired {
-    /// a table cloned/copied from this relation (audit or backup)
-    Table { from: String },
+    /// a table cloned/copied from `from` (audit or backup), whose (schema,
+    /// name) is `source`: it must exist to (re)do the step
+    Table { from: String, source: (String, String) },
     /// a table rebuilt in prod from this SELECT (wap)
     Rebuild { select: String },
     /// a view with this SELECT, rendered against prod names
@@ -47,30 +50,100 @@ pub struct Change {
     pub prev: Option<CatalogEntry>,
 }
 
+/// One journaled publish step.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Step {
+    /// the object it changes, quoted
+    pub object: String,
+    /// keep | drop | replace | create-schema | swap | rename
+    pub action: String,
+    /// run in one session, in order
+    pub sql: Vec<String>,
+    /// what undoes it; None when it cannot be undone (then only forward)
+    pub undo: Option<Vec<String>>,
+    /// the object it creates (schema, name): found already there, a step
+    /// that was in flight when the process died has happened
+    pub creates: Option<(String, String)>,
+    /// relations that must still exist to (re)do it (the audited source)
+    pub needs: Vec<(String, String)>,
+    /// whether prod changes here (counts for the inconsistency window)
+    pub prod_change: bool,
+}
+
+impl Step {
+    fn new(object: String, action: &str, sql: Vec<String>, undo: Option<Vec<String>>, prod_change: bool) -> Step {
+        Step { object, action: action.into(), sql, undo, creates: None, needs: vec![], prod_change }
+    }
+}
+
+/// A publish: the steps, then the ledger rows that close the release.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// the rows of `release_objects` for this release (one INSERT), if any
+    pub objects: Option<String>,
+}
+
+impl Plan {
+    /// Every statement in order, as a transactional warehouse runs them
+    /// (plans show these), ending with the ledger rows and `finish`.
+    pub fn statements(&self, d: Dialect, release: &Release) -> Vec<String> {
+        let mut out: Vec<String> = self.steps.iter().flat_map(|s| s.sql.iter().cloned()).collect();
+        out.extend(self.objects.clone());
+        out.push(ledger::finish_statement(d, release));
+        out
+    }
+}
+
 pub fn backup_schema(release: i64) -> String {
     format!("airlock_r{release}")
 }
 
 /// Statements that apply `changes` (in order) and close the release in the
-/// ledger. `locations`: (prod, audit) schema pairs, for location-level publish.
+/// ledger, as one list (what `plan --show-sql` prints).
 pub fn statements(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Change], locations: &[(String, String)]) -> Result<Vec<String>> {
+    Ok(plan(strategy, d, release, changes, locations)?.statements(d, release))
+}
+
+/// The journaled plan that applies `changes` (in order). `locations`: (prod,
+/// audit) schema pairs, for location-level publish.
+pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Change], locations: &[(String, String)]) -> Result<Plan> {
     let backup = release.backup_schema.clone().unwrap_or_else(|| backup_schema(release.id));
     let location_level = match strategy.steps.publish {
         Publish::Swap => strategy.template(d, "swap_location").is_some(),
         Publish::CloneBack => strategy.template(d, "clone_location").is_some() && strategy.template(d, "snapshot_location").is_some(),
         _ => false,
     };
-    let mut out = Vec::new();
+    let mut steps = Vec::new();
     if location_level {
         for (prod, audit) in locations {
             let kept = d.quote(&format!("{backup}__{prod}"));
             let (p, a) = (d.quote(prod), d.quote(audit));
             if strategy.steps.publish == Publish::Swap {
-                out.push(strategy.render(d, "swap_location", &[("audit", &a), ("prod", &p)])?);
-                out.push(strategy.render(d, "keep_demoted", &[("audit", &a), ("backup", &kept)])?);
+                let swap = strategy.render(d, "swap_location", &[("audit", &a), ("prod", &p)])?;
+                // a swap undoes itself
+                steps.push(Step::new(p.clone(), "swap", vec![swap.clone()], Some(vec![swap]), true));
+                let rename = strategy.render(d, "keep_demoted", &[("audit", &a), ("backup", &kept)])?;
+                steps.push(Step::new(kept.clone(), "rename", vec![rename], None, false));
             } else {
-                out.push(strategy.render(d, "snapshot_location", &[("source", &p), ("target", &kept)])?);
-                out.push(strategy.render(d, "clone_location", &[("source", &a), ("target", &p)])?);
+                let mut keep = Step::new(
+                    kept.clone(),
+                    "keep",
+                    vec![strategy.render(d, "snapshot_location", &[("source", &p), ("target", &kept)])?],
+                    Some(vec![format!("DROP SCHEMA IF EXISTS {kept} CASCADE")]),
+                    false,
+                );
+                keep.creates = Some((format!("{backup}__{prod}"), String::new()));
+                steps.push(keep);
+                let mut clone = Step::new(
+                    p.clone(),
+                    "replace",
+                    vec![strategy.render(d, "clone_location", &[("source", &a), ("target", &p)])?],
+                    Some(vec![strategy.render(d, "clone_location", &[("source", &kept), ("target", &p)])?]),
+                    true,
+                );
+                clone.needs = vec![(audit.clone(), String::new())];
+                steps.push(clone);
             }
         }
         let objects: Vec<ReleaseObject> = changes
@@ -80,50 +153,107 @@ pub fn statements(strategy: &Strategy, d: Dialect, release: &Release, changes: &
                 object(release, c, |_| Some(d.relation(&kept, &c.name)))
             })
             .collect();
-        out.extend(ledger::objects_statement(d, &objects));
-        out.push(ledger::finish_statement(d, release));
-        return Ok(out);
+        return Ok(Plan { steps, objects: ledger::objects_statement(d, &objects) });
     }
 
-    out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(&backup)));
+    let schema_step = |s: &str| Step::new(d.quote(s), "create-schema", vec![format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(s))], Some(vec![]), false);
+    steps.push(schema_step(&backup));
     let schemas: BTreeSet<&str> = changes.iter().filter(|c| !matches!(c.desired, Desired::Absent)).map(|c| c.schema.as_str()).collect();
     for s in schemas {
-        out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(s)));
+        steps.push(schema_step(s));
     }
     let mut objects = Vec::with_capacity(changes.len());
     for c in changes {
-        let prod = d.relation(&c.schema, &c.name);
-        let kept = d.relation(&backup, &format!("{}__{}", c.schema, c.name));
-        // keep what prod holds now
-        if c.prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
-            out.push(strategy.render(d, "snapshot_table", &[("source", &prod), ("target", &kept)])?);
-        }
-        // a kind change or a removal drops the old object first
-        if let Some(p) = &c.prev {
-            if p.kind.as_str() != c.desired.kind() || matches!(c.desired, Desired::ViewDdl { .. }) {
-                out.push(format!("DROP {} IF EXISTS {prod}", if p.kind == ObjectKind::Table { "TABLE" } else { "VIEW" }));
-            }
-        }
-        match &c.desired {
-            Desired::Table { from } => out.push(strategy.render(d, "clone_table", &[("source", from), ("target", &prod)])?),
-            Desired::Rebuild { select } => out.push(strategy.render(d, "rebuild_table", &[("target", &prod), ("sql", select)])?),
-            Desired::View { select } => out.push(format!("CREATE OR REPLACE VIEW {prod} AS\n{select}")),
-            Desired::ViewDdl { ddl } => {
-                // the warehouse's DDL may leave the schema implicit: pin it
-                if d == Dialect::DuckDb {
-                    out.push(format!("SET schema = {}", d.literal(&c.schema)));
-                    out.push(ddl.clone());
-                    out.push("RESET schema".into());
-                } else {
-                    out.push(ddl.clone());
-                }
-            }
-            Desired::Absent => {}
-        }
+        let kept_name = format!("{}__{}", c.schema, c.name);
+        let kept = d.relation(&backup, &kept_name);
+        steps.extend(object_steps(strategy, d, c, Some((&kept, (&backup, &kept_name))))?);
         objects.push(object(release, c, |p| (p.kind == ObjectKind::Table).then(|| kept.clone())));
     }
-    out.extend(ledger::objects_statement(d, &objects));
-    out.push(ledger::finish_statement(d, release));
+    Ok(Plan { steps, objects: ledger::objects_statement(d, &objects) })
+}
+
+/// Statements that put back what prod held before (`prev`), given the backup.
+fn restore_prev(strategy: &Strategy, d: Dialect, schema: &str, name: &str, prev: &CatalogEntry, kept: Option<&str>) -> Result<Vec<String>> {
+    let prod = d.relation(schema, name);
+    // prod holds the same kind as `prev` or nothing here: a different kind
+    // was dropped by the undo of the step after this one
+    Ok(match prev.kind {
+        ObjectKind::Table => match kept {
+            Some(kept) => vec![strategy.render(d, "clone_table", &[("source", kept), ("target", &prod)])?],
+            None => anyhow::bail!("no backup of {prod} to restore it from"),
+        },
+        ObjectKind::View => {
+            let mut out = vec![format!("DROP VIEW IF EXISTS {prod}")];
+            out.extend(view_ddl(d, schema, prev.view_ddl.as_deref().unwrap_or_default()));
+            out
+        }
+    })
+}
+
+/// A stored view DDL, with its schema pinned where the warehouse's DDL may
+/// leave it implicit.
+fn view_ddl(d: Dialect, schema: &str, ddl: &str) -> Vec<String> {
+    if d == Dialect::DuckDb {
+        vec![format!("SET schema = {}", d.literal(schema)), ddl.to_string(), "RESET schema".into()]
+    } else {
+        vec![ddl.to_string()]
+    }
+}
+
+/// The steps that make one prod object what `c` desires; with `kept`, a
+/// table prod holds now is first kept there (the rollback point).
+fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str, (&str, &str))>) -> Result<Vec<Step>> {
+    let mut out = Vec::new();
+    let prod = d.relation(&c.schema, &c.name);
+    let kept_rel = kept.map(|(k, _)| k);
+    if let Some((kept, (ks, kn))) = kept {
+        if c.prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
+            let mut keep = Step::new(
+                prod.clone(),
+                "keep",
+                vec![strategy.render(d, "snapshot_table", &[("source", &prod), ("target", kept)])?],
+                Some(vec![format!("DROP TABLE IF EXISTS {kept}")]),
+                false,
+            );
+            keep.creates = Some((ks.to_string(), kn.to_string()));
+            out.push(keep);
+        }
+    }
+    // a kind change or a removal drops the old object first
+    let mut dropped = false;
+    if let Some(p) = &c.prev {
+        if p.kind.as_str() != c.desired.kind() || matches!(c.desired, Desired::ViewDdl { .. }) {
+            let undo = restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel).ok();
+            out.push(Step::new(prod.clone(), "drop", vec![format!("DROP {} IF EXISTS {prod}", if p.kind == ObjectKind::Table { "TABLE" } else { "VIEW" })], undo, true));
+            dropped = true;
+        }
+    }
+    // undoing the new object: drop it when a drop step (or nothing) came
+    // before, else put back what was there
+    let new_kind = if c.desired.kind() == "view" { "VIEW" } else { "TABLE" };
+    let undo_create = match &c.prev {
+        Some(p) if !dropped => restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel).ok(),
+        _ => Some(vec![format!("DROP {new_kind} IF EXISTS {prod}")]),
+    };
+    let mut create = match &c.desired {
+        Desired::Table { from, source } => {
+            let mut s = Step::new(prod.clone(), "replace", vec![strategy.render(d, "clone_table", &[("source", from), ("target", &prod)])?], undo_create, true);
+            s.needs = vec![source.clone()];
+            s
+        }
+        Desired::Rebuild { select } => Step::new(prod.clone(), "rebuild", vec![strategy.render(d, "rebuild_table", &[("target", &prod), ("sql", select)])?], undo_create, true),
+        Desired::View { select } => Step::new(prod.clone(), "replace", vec![format!("CREATE OR REPLACE VIEW {prod} AS\n{select}")], undo_create, true),
+        Desired::ViewDdl { ddl } => {
+            let mut s = Step::new(prod.clone(), "restore", view_ddl(d, &c.schema, ddl), undo_create, true);
+            s.creates = Some((c.schema.clone(), c.name.clone()));
+            s
+        }
+        Desired::Absent => return Ok(out),
+    };
+    if create.creates.is_none() && matches!(c.desired, Desired::ViewDdl { .. }) {
+        create.creates = Some((c.schema.clone(), c.name.clone()));
+    }
+    out.push(create);
     Ok(out)
 }
 
@@ -137,6 +267,51 @@ fn object(release: &Release, c: &Change, backup: impl Fn(&CatalogEntry) -> Optio
         backup_name: c.prev.as_ref().and_then(&backup),
         prev_view_ddl: c.prev.as_ref().filter(|p| p.kind == ObjectKind::View).map(|p| p.view_ddl.clone().unwrap_or_default()),
     }
+}
+
+/// Undo a publish that committed but must not stand (wap's check failed):
+/// the plan's undo statements in reverse order, then the release's backups
+/// and ledger rows go, and the release is closed as `failed`.
+pub fn restore_statements(d: Dialect, release: &Release, plan: &Plan) -> Result<Vec<String>> {
+    let backup = release.backup_schema.clone().unwrap_or_else(|| backup_schema(release.id));
+    let mut out = Vec::new();
+    for step in plan.steps.iter().rev() {
+        let undo = step.undo.as_ref().with_context(|| format!("step '{} {}' cannot be undone", step.action, step.object))?;
+        out.extend(undo.iter().cloned());
+    }
+    out.push(format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(&backup)));
+    out.push(format!("DELETE FROM {} WHERE release_id = {}", d.relation(ledger::SCHEMA, "release_objects"), release.id));
+    let mut failed = release.clone();
+    failed.status = "failed".into();
+    failed.backup_schema = None;
+    failed.published = 0;
+    out.push(ledger::finish_statement(d, &failed));
+    Ok(out)
+}
+
+/// wap: each table rebuilt in prod against its audited twin (row count and a
+/// content checksum). Returns a line per table that differs.
+pub async fn compare_rebuilt(
+    wh: &dyn crate::warehouse::Warehouse,
+    d: Dialect,
+    changes: &[Change],
+    layout: &crate::compile::Layout,
+    _project: &crate::project::Project,
+) -> Result<Vec<String>> {
+    let mut differ = Vec::new();
+    for c in changes.iter().filter(|c| matches!(c.desired, Desired::Rebuild { .. })) {
+        let prod = d.relation(&c.schema, &c.name);
+        let audit = d.relation(&layout.audit_schema(&c.schema), &c.name);
+        let sql = format!("SELECT ({}) AS prod, ({}) AS audit", d.checksum_sql(&prod), d.checksum_sql(&audit));
+        let rows = wh.query(&sql).await.with_context(|| format!("comparing {prod} with its audited twin {audit}"))?;
+        let row = rows.rows.first().cloned().unwrap_or_default();
+        let (p, a) = (row.first().cloned().flatten(), row.get(1).cloned().flatten());
+        if p.is_none() || p != a {
+            let show = |v: Option<String>| v.map(|v| v.split(':').next().unwrap_or_default().to_string()).unwrap_or_else(|| "?".into());
+            differ.push(format!("{prod} ({} rows) differs from {audit} ({} rows)", show(p), show(a)));
+        }
+    }
+    Ok(differ)
 }
 
 /// Run independent statements (one per object, e.g. table clones on a

@@ -71,6 +71,9 @@ pub struct RenderScope {
     pub place: Placement,
     pub is_incremental: bool,
     pub this: Option<Relation>,
+    /// `target` as this render sees it, when not the profile's (hooks run in
+    /// the audit location and see its schema)
+    pub target: Option<serde_json::Value>,
     pub recorded: Mutex<Recorded>,
 }
 
@@ -82,7 +85,10 @@ impl fmt::Debug for RenderScope {
 
 impl RenderScope {
     pub fn new(names: Arc<Names>, place: Placement, this: Option<Relation>, is_incremental: bool) -> Arc<Self> {
-        Arc::new(RenderScope { names, place, is_incremental, this, recorded: Mutex::new(Recorded::default()) })
+        Arc::new(RenderScope { names, place, is_incremental, this, target: None, recorded: Mutex::new(Recorded::default()) })
+    }
+    pub fn with_target(names: Arc<Names>, place: Placement, this: Option<Relation>, target: serde_json::Value) -> Arc<Self> {
+        Arc::new(RenderScope { names, place, is_incremental: false, this, target: Some(target), recorded: Mutex::new(Recorded::default()) })
     }
     pub fn take(&self) -> Recorded {
         std::mem::take(&mut self.recorded.lock().expect("render scope poisoned"))
@@ -184,15 +190,7 @@ pub struct Renderer {
 impl Renderer {
     pub fn new(macros: &[MacroFile], vars: BTreeMap<String, serde_json::Value>, target: serde_json::Value) -> Result<Self> {
         let mut env = base_env();
-        let vars = Arc::new(vars);
-        env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, Error> {
-            match vars.get(&name) {
-                Some(v) => Ok(Value::from_serialize(v)),
-                None => default.ok_or_else(|| {
-                    Error::new(ErrorKind::InvalidOperation, format!("var '{name}' is not defined in dbt_project.yml or --vars and has no default"))
-                }),
-            }
-        });
+        add_var(&mut env, vars);
         env.add_function("ref", ref_fn);
         env.add_function("source", source_fn);
         env.add_function("config", config_fn);
@@ -212,9 +210,10 @@ impl Renderer {
     /// Render `source` (from file `name`) in `scope`. Errors name the file and line.
     pub fn render(&self, name: &str, source: &str, scope: &Arc<RenderScope>) -> Result<String> {
         let this = scope.this.clone().map(Value::from_object).unwrap_or(Value::UNDEFINED);
+        let target = scope.target.as_ref().map(Value::from_serialize).unwrap_or_else(|| self.target.clone());
         let ctx = minijinja::context! {
             this => this,
-            target => self.target.clone(),
+            target => target,
             __airlock_scope => Value::from_object(ScopeHandle(scope.clone())),
         };
         let full = format!("{}{}", self.import_prefix, source);
@@ -226,6 +225,88 @@ impl Renderer {
             }
         })
     }
+}
+
+fn add_var(env: &mut Environment<'static>, vars: BTreeMap<String, serde_json::Value>) {
+    let vars = Arc::new(vars);
+    env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, Error> {
+        match vars.get(&name) {
+            Some(v) => Ok(Value::from_serialize(v)),
+            None => default.ok_or_else(|| {
+                Error::new(ErrorKind::InvalidOperation, format!("var '{name}' is not defined in dbt_project.yml or --vars and has no default"))
+            }),
+        }
+    });
+}
+
+/// Renders the Jinja in configuration values (`dbt_project.yml`, YAML
+/// properties) as dbt does: `var`, `env_var` and `target` are known, and the
+/// result is read back natively (`"{{ var('on', false) }}"` is the boolean
+/// false, not the string). Hooks are left alone: they render at run time.
+pub struct ValueRenderer {
+    env: Environment<'static>,
+    target: Value,
+}
+
+/// Config keys whose values are SQL rendered when they run, not at load.
+pub const RUNTIME_KEYS: &[&str] = &["pre-hook", "post-hook", "pre_hook", "post_hook", "+pre-hook", "+post-hook", "+pre_hook", "+post_hook", "on-run-start", "on-run-end"];
+
+impl ValueRenderer {
+    pub fn new(vars: BTreeMap<String, serde_json::Value>, target: serde_json::Value) -> Self {
+        let mut env = base_env();
+        add_var(&mut env, vars);
+        ValueRenderer { env, target: Value::from_serialize(&target) }
+    }
+
+    /// Every string in `value` rendered, except under hook keys.
+    pub fn tree(&self, value: &serde_json::Value, origin: &str) -> Result<serde_json::Value> {
+        use serde_json::Value as J;
+        Ok(match value {
+            J::String(s) => self.string(s, origin)?,
+            J::Array(items) => J::Array(items.iter().map(|v| self.tree(v, origin)).collect::<Result<_>>()?),
+            J::Object(map) => {
+                let mut out = serde_json::Map::with_capacity(map.len());
+                for (k, v) in map {
+                    let rendered = if RUNTIME_KEYS.contains(&k.as_str()) { v.clone() } else { self.tree(v, origin)? };
+                    out.insert(k.clone(), rendered);
+                }
+                J::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    /// One value: untouched without Jinja, else rendered and read natively.
+    pub fn string(&self, text: &str, origin: &str) -> Result<serde_json::Value> {
+        if !text.contains("{{") && !text.contains("{%") {
+            return Ok(serde_json::Value::String(text.to_string()));
+        }
+        let out = self
+            .env
+            .render_named_str(origin, text, minijinja::context! { target => self.target.clone() })
+            .map_err(|e| anyhow!("{} (in the value \"{text}\")", describe(&e, origin)))?;
+        Ok(native(&out))
+    }
+}
+
+/// dbt's native rendering: a rendered value that reads as a literal is one.
+fn native(text: &str) -> serde_json::Value {
+    let t = text.trim();
+    match t {
+        "True" | "true" => return serde_json::Value::Bool(true),
+        "False" | "false" => return serde_json::Value::Bool(false),
+        "None" | "none" => return serde_json::Value::Null,
+        _ => {}
+    }
+    if let Ok(n) = t.parse::<i64>() {
+        return serde_json::Value::from(n);
+    }
+    if let Ok(x) = t.parse::<f64>() {
+        if x.is_finite() && t.contains('.') {
+            return serde_json::Value::from(x);
+        }
+    }
+    serde_json::Value::String(text.to_string())
 }
 
 fn base_env() -> Environment<'static> {

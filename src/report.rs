@@ -81,6 +81,8 @@ pub struct RunReport {
     pub errors: Vec<NodeError>,
     pub published: Vec<String>,
     pub audit_schemas: Vec<String>,
+    /// things that went wrong without changing the outcome (after a publish commit)
+    pub warnings: Vec<String>,
     pub seconds: f64,
     pub message: String,
 }
@@ -139,11 +141,17 @@ pub fn print_run(report: &RunReport, format: Format) {
     }
     let c = &report.counts;
     out.push_str(&format!(
-        "{} built, {} tests: {} passed, {} warned, {} failed, {} errors, {} skipped\n",
-        c.built, c.tests, c.passed, c.warned, c.failed, c.errors, c.skipped
+        "{} built, {} tests: {} passed, {} warned, {} failed, {} without a verdict, {} build errors, {} skipped\n",
+        c.built, c.tests, c.passed, c.warned, c.failed, c.no_verdict, c.errors, c.skipped
     ));
+    for w in &report.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     out.push_str(&report.message);
     emit(&out);
+    for w in &report.warnings {
+        eprintln!("airlock: warning: {w}");
+    }
 }
 
 /// Any list of serializable rows as a table or JSON.

@@ -10,9 +10,7 @@ use crate::compile::{Compiler, Layout};
 use crate::config::RunConfig;
 use crate::graph::Dag;
 use crate::project::{load_project, Loaded, NodeId};
-use crate::project::profile::WarehouseSettings;
-use crate::warehouse::duckdb::DuckDb;
-use crate::warehouse::Dialect;
+use crate::warehouse::{Dialect, Warehouse};
 
 pub struct Session {
     pub registry: crate::strategy::Registry,
@@ -66,7 +64,9 @@ impl Session {
     }
 
     pub fn compiler(&self) -> Compiler<'_> {
-        Compiler { project: &self.loaded.project, renderer: &self.loaded.renderer, names: self.loaded.names.clone(), layout: &self.layout }
+        let mut hook_target = self.cfg.target_value();
+        hook_target["schema"] = serde_json::Value::String(self.layout.audit_schema(&self.layout.target_schema));
+        Compiler { project: &self.loaded.project, renderer: &self.loaded.renderer, names: self.loaded.names.clone(), layout: &self.layout, hook_target }
     }
 
     /// Prod schemas of every relation of the project.
@@ -74,28 +74,7 @@ impl Session {
         self.project().relations().map(|n| self.layout.prod_schema(n)).collect()
     }
 
-    pub fn open_warehouse(&self, read_only: bool) -> Result<Arc<DuckDb>> {
-        let WarehouseSettings::DuckDb { path } = &self.cfg.profile.warehouse;
-        let dirs = self.cfg.search_dirs();
-        Ok(Arc::new(if read_only { DuckDb::open_read_only(path, &dirs)? } else { DuckDb::open(path, &dirs)? }))
+    pub fn open_warehouse(&self, read_only: bool) -> Result<Arc<dyn Warehouse>> {
+        self.cfg.open_warehouse(read_only)
     }
-}
-
-/// Who is taking a lock, for the message a second deploy sees.
-pub fn lock_info(command: &str, release: Option<i64>) -> crate::warehouse::LockInfo {
-    crate::warehouse::LockInfo {
-        release,
-        command: command.to_string(),
-        started_at: crate::ledger::now(),
-        pid: std::process::id(),
-        host: hostname(),
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
 }

@@ -103,6 +103,9 @@ pub struct Strategy {
     /// where it came from: "built-in" or a file path
     #[serde(skip)]
     pub origin: String,
+    /// a project strategy that replaces the built-in of the same name
+    #[serde(skip)]
+    pub shadows_built_in: bool,
 }
 
 /// SQL template names the primitives use, and what they mean.
@@ -116,11 +119,40 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("keep_demoted", "after a swap, rename the demoted {{ audit }} to {{ backup }}"),
 ];
 
+/// The variables each template is rendered with.
+fn template_vars(name: &str) -> &'static [&'static str] {
+    match name {
+        "clone_table" | "snapshot_table" | "clone_location" | "snapshot_location" => &["source", "target"],
+        "rebuild_table" => &["target", "sql"],
+        "swap_location" => &["audit", "prod"],
+        "keep_demoted" => &["audit", "backup"],
+        _ => &[],
+    }
+}
+
+/// Templates a dialect must have for these steps: each inner list is a set
+/// of alternatives, one of which must be complete. Rollback restores object
+/// by object, so every strategy needs `clone_table` and `snapshot_table`.
+fn required_templates(steps: &Steps) -> Vec<Vec<&'static [&'static str]>> {
+    let per_object: &'static [&'static str] = &["clone_table", "snapshot_table"];
+    let mut need: Vec<Vec<&'static [&'static str]>> = vec![vec![per_object]];
+    if steps.stage == Stage::CloneProd {
+        need.push(vec![&["clone_location"], &["clone_table"]]);
+    }
+    match steps.publish {
+        Publish::Swap => need.push(vec![&["swap_location", "keep_demoted"], per_object]),
+        Publish::CloneBack => need.push(vec![&["clone_location", "snapshot_location"], per_object]),
+        Publish::Rebuild => need.push(vec![&["rebuild_table"]]),
+        Publish::CloneTagged | Publish::Replace => {}
+    }
+    need
+}
+
 impl Strategy {
-    fn parse(text: &str, origin: &str) -> Result<Strategy> {
+    pub fn parse(text: &str, origin: &str) -> Result<Strategy> {
         let mut s: Strategy = toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
         s.origin = origin.to_string();
-        let env = minijinja::Environment::new();
+        let env = strict_env();
         for (dialect, templates) in &s.sql {
             if Dialect::parse(dialect).is_none() {
                 bail!("{origin}: [sql.{dialect}]: unknown dialect (duckdb, snowflake, bigquery)");
@@ -130,12 +162,31 @@ impl Strategy {
                     let names: Vec<&str> = TEMPLATES.iter().map(|(t, _)| *t).collect();
                     bail!("{origin}: [sql.{dialect}] {name}: unknown template{}; known: {}", crate::suggest::hint(name, names.iter().copied()), names.join(", "));
                 }
-                env.template_from_str(body).map_err(|e| anyhow!("{origin}: [sql.{dialect}] {name}: {e}"))?;
+                let tmpl = env.template_from_str(body).map_err(|e| anyhow!("{origin}: [sql.{dialect}] {name}: {e}"))?;
+                // a typo such as {{ tagret }} is an error now, not empty SQL at publish time
+                let known = template_vars(name);
+                let mut unknown: Vec<String> = tmpl.undeclared_variables(false).into_iter().filter(|v| !known.contains(&v.as_str())).collect();
+                unknown.sort();
+                if let Some(var) = unknown.first() {
+                    bail!(
+                        "{origin}: [sql.{dialect}] {name}: undefined variable '{var}'{}; this template knows {}",
+                        crate::suggest::hint(var, known.iter().copied()),
+                        known.iter().map(|k| format!("{{{{ {k} }}}}")).collect::<Vec<_>>().join(", ")
+                    );
+                }
             }
         }
-        for w in s.support.keys() {
-            if Dialect::parse(w).is_none() {
+        for (w, support) in &s.support {
+            let Some(dialect) = Dialect::parse(w) else {
                 bail!("{origin}: [support] {w}: unknown warehouse (duckdb, snowflake, bigquery)");
+            };
+            if matches!(support, Support::Yes(true)) {
+                for alternatives in required_templates(&s.steps) {
+                    if !alternatives.iter().any(|set| set.iter().all(|t| s.template(dialect, t).is_some())) {
+                        let wanted = alternatives.iter().map(|set| set.join(" + ")).collect::<Vec<_>>().join(" or ");
+                        bail!("{origin}: [support] {w} = true, but [sql.{w}] lacks {wanted}, which its steps need on {}", dialect.title());
+                    }
+                }
             }
         }
         Ok(s)
@@ -183,10 +234,18 @@ impl Strategy {
         let body = self
             .template(dialect, name)
             .ok_or_else(|| anyhow!("strategy '{}' ({}) has no [sql.{}] {name} template", self.name, self.origin, dialect.name()))?;
-        let env = minijinja::Environment::new();
+        let env = strict_env();
         let ctx: BTreeMap<&str, &str> = vars.iter().copied().collect();
         env.render_str(body, ctx).with_context(|| format!("strategy '{}': rendering [sql.{}] {name}", self.name, dialect.name()))
     }
+}
+
+/// Templates render with strict undefined variables: a missing value is an
+/// error, never empty SQL.
+fn strict_env() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env
 }
 
 /// Built-in strategies plus a project's own.
@@ -214,7 +273,8 @@ impl Registry {
             files.sort();
             for path in files {
                 let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                let s = Strategy::parse(&text, &path.display().to_string())?;
+                let mut s = Strategy::parse(&text, &path.display().to_string())?;
+                s.shadows_built_in = BUILT_IN.iter().any(|(name, _)| *name == s.name);
                 strategies.insert(s.name.clone(), s);
             }
         }
@@ -244,6 +304,20 @@ mod tests {
         assert_eq!(err, "strategy 'swap' cannot run on BigQuery: BigQuery cannot rename or swap datasets; use wac or wap");
         assert!(r.get("wac").unwrap().check_support(Dialect::BigQuery).is_ok());
         assert!(r.get("swapp").unwrap_err().to_string().contains("did you mean 'swap'?"));
+    }
+
+    #[test]
+    fn an_undefined_template_variable_is_refused_at_load() {
+        let text = "name = \"x\"\ndescription = \"d\"\n[support]\nduckdb = true\n[steps]\nstage = \"none\"\nbuild = \"selection\"\npublish = \"replace\"\n[sql.duckdb]\nclone_table = \"CREATE TABLE {{ tagret }} AS SELECT * FROM {{ source }}\"\nsnapshot_table = \"x\"\n";
+        let err = Strategy::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("x.toml: [sql.duckdb] clone_table: undefined variable 'tagret' (did you mean 'target'?)"), "{err}");
+    }
+
+    #[test]
+    fn a_supported_dialect_needs_every_template_its_steps_use() {
+        let text = "name = \"x\"\ndescription = \"d\"\n[support]\nduckdb = true\n[steps]\nstage = \"none\"\nbuild = \"selection\"\npublish = \"rebuild\"\n[sql.duckdb]\nclone_table = \"x\"\nsnapshot_table = \"y\"\n";
+        let err = Strategy::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("[support] duckdb = true, but [sql.duckdb] lacks rebuild_table"), "{err}");
     }
 
     #[test]

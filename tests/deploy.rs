@@ -155,7 +155,7 @@ fn a_second_deploy_fails_fast_naming_the_lock_holder() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let second = s.airlock(&project, &["deploy"]);
-    second.assert_code(2);
+    second.assert_code(3);
     assert!(second.stderr.contains("locked by release 1"), "{}", second.stderr);
     assert!(second.stderr.contains("started 20"), "{}", second.stderr);
     let out = first.wait_with_output().unwrap();

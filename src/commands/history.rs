@@ -7,8 +7,7 @@ use serde::Serialize;
 use super::ExitStatus;
 use crate::ledger::{self, Release};
 use crate::report;
-use crate::session::Session;
-use crate::warehouse::Warehouse;
+use crate::config::RunConfig;
 
 #[derive(Serialize)]
 struct HistoryRow {
@@ -17,8 +16,8 @@ struct HistoryRow {
     can_roll_back_to: bool,
 }
 
-pub async fn run(session: &Session) -> Result<ExitStatus> {
-    let wh = session.open_warehouse(true)?;
+pub async fn run(cfg: &RunConfig) -> Result<ExitStatus> {
+    let wh = cfg.open_warehouse(true)?;
     let has_ledger = !wh.catalog(&[ledger::SCHEMA.to_string()]).await?.is_empty();
     let all = if has_ledger { ledger::releases(&*wh).await? } else { vec![] };
     let rows: Vec<HistoryRow> = all.iter().rev().map(|r| HistoryRow { release: r.clone(), can_roll_back_to: ledger::restorable(&all, r.id) }).collect();
@@ -38,15 +37,23 @@ pub async fn run(session: &Session) -> Result<ExitStatus> {
                 r.selection.clone(),
                 format!("{}/{}/{}", r.built, r.tests, r.failed),
                 r.published.to_string(),
+                match (r.mixed_ms, r.status.as_str()) {
+                    (_, "publishing") => "until recovered".into(),
+                    (Some(ms), _) => format!("{ms} ms"),
+                    (None, _) => String::new(),
+                },
                 r.git_commit.as_deref().map(|c| c.chars().take(8).collect()).unwrap_or_default(),
                 if h.can_roll_back_to { "yes".into() } else { "no".into() },
             ]
         })
         .collect();
     let empty = format!("no releases yet in {}", wh.describe());
+    for r in all.iter().filter(|r| r.status == "publishing") {
+        eprintln!("airlock: release {} was interrupted while publishing: prod may be mixed; run `airlock recover`", r.id);
+    }
     report::print_table(
-        session.cfg.format,
-        &["release", "started (UTC)", "status", "strategy", "selection", "built/tests/failed", "published", "commit", "can roll back to"],
+        cfg.format,
+        &["release", "started (UTC)", "status", "strategy", "selection", "built/tests/failed", "published", "prod mixed", "commit", "can roll back to"],
         table,
         &serde_json::json!({ "status": "ok", "releases": rows }),
         &empty,

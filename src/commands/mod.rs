@@ -4,6 +4,7 @@
 mod history;
 mod init;
 mod plan;
+mod recover;
 mod rollback;
 mod strategies;
 pub mod run;
@@ -15,6 +16,7 @@ use crate::cli::{Cli, Command, SelectArgs};
 use crate::config::RunConfig;
 use crate::session::Session;
 
+
 /// How a command ended; errors are `Err` and exit 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -22,8 +24,10 @@ pub enum ExitStatus {
     Success,
     /// the gate blocked: tests failed
     Blocked,
-    /// a node failed to build (reported already)
+    /// a node failed to build, or a publish had to be undone (reported already)
     Error,
+    /// stopped by a signal: the exit code (130 SIGINT, 143 SIGTERM)
+    Interrupted(u8),
 }
 
 pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
@@ -43,9 +47,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
             plan::run(&Session::open_as(cfg, dialect)?, a.show_sql, a.offline).await
         }
         Command::Strategies => strategies::run(g),
-        Command::History => history::run(&Session::open(RunConfig::new(g, &SelectArgs::default())?)?).await,
-        Command::Rollback(a) => rollback::run(&Session::open(RunConfig::new(g, &SelectArgs::default())?)?, a.to).await,
+        // history, rollback and unlock need only the profile and the ledger: they
+        // work when the project no longer loads (the usual reason to roll back)
+        Command::History => history::run(&RunConfig::new(g, &SelectArgs::default())?).await,
+        Command::Rollback(a) => rollback::run(&RunConfig::new(g, &SelectArgs::default())?, a.to).await,
         Command::Init(a) => init::run(&g.project_dir, a.force),
-        Command::Unlock => unlock::run(&RunConfig::new(g, &SelectArgs::default())?).await,
+        Command::Recover(a) => recover::run(&RunConfig::new(g, &SelectArgs::default())?, a.undo).await,
+        Command::Unlock(a) => unlock::run(&RunConfig::new(g, &SelectArgs::default())?, a.force).await,
     }
 }

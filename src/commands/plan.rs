@@ -17,7 +17,7 @@ use crate::publish;
 use crate::report;
 use crate::session::Session;
 use crate::strategy::Strategy;
-use crate::warehouse::{CatalogEntry, ObjectKind, Warehouse};
+use crate::warehouse::{CatalogEntry, ObjectKind};
 
 #[derive(Serialize)]
 struct PlanNode {
@@ -44,6 +44,10 @@ struct StrategyPlan {
     extra_storage: String,
     nodes: Vec<PlanNode>,
     not_published: Vec<String>,
+    /// nodes of the project this run does not build, and why
+    left_out: Vec<String>,
+    /// tests that cannot give a verdict: a deploy would be blocked by them
+    blocking: Vec<String>,
     sql: Option<Vec<String>>,
 }
 
@@ -120,6 +124,8 @@ fn refused(strategy: &Strategy, reason: String) -> StrategyPlan {
         extra_storage: strategy.facts.extra_storage.clone(),
         nodes: vec![],
         not_published: vec![],
+        left_out: vec![],
+        blocking: vec![],
         sql: None,
     }
 }
@@ -129,10 +135,17 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
     let project = session.project();
     let layout = &session.layout;
     let mut sql = p.prep.clone();
+    sql.extend(p.on_run_start.iter().cloned());
     let mut nodes = Vec::new();
     let mut tests = 0;
+    let mut not_run = Vec::new();
     for step in &p.steps {
         let node = project.node(&step.id);
+        if let Some(why) = &step.refused {
+            not_run.push(format!("test {}: {why}", node.name));
+            tests += 1;
+            continue;
+        }
         sql.extend(step.statements.iter().cloned());
         match step.group.as_slice() {
             [] => {}
@@ -172,7 +185,9 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         git_commit: None,
         backup_schema: Some(publish::backup_schema(release_id)),
         restores: None,
+        mixed_ms: None,
     };
+    sql.extend(p.on_run_end.iter().cloned());
     let atomic = p.strategy.atomic(d);
     let publish_sql = publish::statements(p.strategy, d, &release, &p.changes, &p.locations)?;
     if atomic {
@@ -196,6 +211,8 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         extra_storage: p.strategy.facts.extra_storage.clone(),
         nodes,
         not_published: p.unbuilt_tagged.clone(),
+        left_out: p.left_out.iter().map(|(n, why)| format!("{n}: {why}")).collect(),
+        blocking: not_run,
         sql: show_sql.then_some(sql),
     })
 }
@@ -241,6 +258,15 @@ fn print_one(r: &PlanReport) {
     );
     if !p.not_published.is_empty() {
         tail.push_str(&format!("not published (tagged, but not built in this run): {}\n", p.not_published.join(", ")));
+    }
+    if !p.left_out.is_empty() {
+        tail.push_str("left out of this build:\n");
+        for l in &p.left_out {
+            tail.push_str(&format!("  {l}\n"));
+        }
+    }
+    for b in &p.blocking {
+        tail.push_str(&format!("blocks the gate: {b}\n"));
     }
     if let Some(sql) = &p.sql {
         for s in sql {

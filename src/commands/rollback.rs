@@ -2,7 +2,11 @@
 //! retained release. Every release kept the versions it replaced, so the state
 //! after release X is: for each object a later release changed, the version
 //! the earliest such release replaced. The restore is itself a release (with
-//! its own backups), published in one transaction.
+//! its own backups), published in one transaction with its ledger rows.
+//!
+//! Rollback needs only the profile and the ledger, never the project (a
+//! broken model is the usual reason to roll back), and restores with the SQL
+//! of the strategy recorded in the release it undoes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,9 +18,10 @@ use super::ExitStatus;
 use crate::build::Catalog;
 use crate::ledger::{self, Release, ReleaseObject};
 use crate::publish::{self, Change, Desired};
+use crate::config::RunConfig;
+use crate::ledger::lock::LockGuard;
 use crate::report;
-use crate::session::{lock_info, Session};
-use crate::warehouse::{LockError, Warehouse};
+use crate::warehouse::Warehouse;
 
 #[derive(Serialize)]
 struct RollbackReport {
@@ -27,23 +32,24 @@ struct RollbackReport {
     message: String,
 }
 
-pub async fn run(session: &Session, to: Option<i64>) -> Result<ExitStatus> {
-    let wh = session.open_warehouse(false)?;
-    match wh.lock(&lock_info("rollback", None)).await {
-        Ok(()) => {}
-        Err(LockError::Held { location, holder }) => bail!("{location} is locked by {holder}; cannot roll back while it runs"),
-        Err(LockError::Other(e)) => return Err(e),
-    }
-    let result = restore(session, wh.clone(), to).await;
-    wh.unlock().await?;
+pub async fn run(cfg: &RunConfig, to: Option<i64>) -> Result<ExitStatus> {
+    let wh = cfg.open_warehouse(false)?;
+    let guard = LockGuard::acquire(wh.clone(), "rollback").await?;
+    let result = restore(cfg, wh.clone(), &guard, to).await;
+    guard.release().await?;
     result
 }
 
-async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, to: Option<i64>) -> Result<ExitStatus> {
+async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to: Option<i64>) -> Result<ExitStatus> {
     let d = wh.dialect();
     ledger::ensure(&*wh).await?;
+    ledger::refuse_if_publishing(&*wh, "rollback").await?;
+    for id in ledger::close_abandoned(&*wh).await? {
+        eprintln!("airlock: release {id} was left running by a process that is gone; recorded as interrupted");
+    }
+    let registry = crate::strategy::Registry::load(Some(&cfg.strategies_dir))?;
     let all = ledger::releases(&*wh).await?;
-    let published: Vec<&Release> = all.iter().filter(|r| r.status == "published").collect();
+    let published: Vec<&Release> = all.iter().filter(|r| r.is_published()).collect();
     let Some(current) = published.last() else { bail!("no published release to roll back in {}", wh.describe()) };
     let target = match to {
         Some(x) => {
@@ -51,7 +57,7 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
                 let ids: Vec<String> = published.iter().map(|r| r.id.to_string()).collect();
                 bail!("--to {x}: no such release (published releases: {})", ids.join(", "));
             };
-            if r.status != "published" {
+            if !r.is_published() {
                 bail!("--to {x}: release {x} was {}, never published; choose a published release (see `airlock history`)", r.status);
             }
             if x == current.id {
@@ -63,14 +69,14 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
         None => published.iter().rev().nth(1).map(|r| r.id).unwrap_or(0),
     };
     if !ledger::restorable(&all, target) {
-        let gone: Vec<String> = all.iter().filter(|r| r.id > target && r.status == "published" && r.backup_schema.is_none()).map(|r| r.id.to_string()).collect();
+        let gone: Vec<String> = all.iter().filter(|r| r.id > target && r.is_published() && r.backup_schema.is_none()).map(|r| r.id.to_string()).collect();
         bail!(
             "release {target} can no longer be restored: the backups of release {} were dropped (keep = {} in airlock.toml)",
             gone.join(", "),
-            session.cfg.keep(session.registry.get(&session.cfg.strategy)?)
+            cfg.settings.deploy.keep.map(|k| k.to_string()).unwrap_or_else(|| "the strategy's".into())
         );
     }
-    let later: BTreeMap<i64, &Release> = all.iter().filter(|r| r.id > target && r.status == "published").map(|r| (r.id, r)).collect();
+    let later: BTreeMap<i64, &Release> = all.iter().filter(|r| r.id > target && r.is_published()).map(|r| (r.id, r)).collect();
     let mut restore: BTreeMap<(String, String), ReleaseObject> = BTreeMap::new();
     for o in ledger::objects(&*wh, target).await? {
         if later.contains_key(&o.release_id) {
@@ -83,7 +89,11 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
     for ((schema, name), o) in &restore {
         let prev = now.get(schema, name).cloned();
         let desired = match o.prev_kind.as_deref() {
-            Some("table") => Desired::Table { from: o.backup_name.clone().context("the ledger names no backup for a replaced table")? },
+            Some("table") => {
+                let from = o.backup_name.clone().context("the ledger names no backup for a replaced table")?;
+                let source = d.split_relation(&from).with_context(|| format!("the ledger's backup name {from} is not a relation"))?;
+                Desired::Table { from, source }
+            }
             Some(_) => Desired::ViewDdl { ddl: o.prev_view_ddl.clone().unwrap_or_default() },
             None => Desired::Absent,
         };
@@ -101,12 +111,30 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
     tables.extend(drops);
     let changes = tables;
 
+    // restore with the SQL of the strategy that published what is undone
+    // (a rollback release has no strategy of its own: take the newest publish
+    // it undoes, else the newest publish there is)
+    let publishes = |r: &Release| r.restores.is_none() && r.is_published();
+    let undone = later
+        .values()
+        .rev()
+        .copied()
+        .find(|r| publishes(r))
+        .or_else(|| all.iter().rev().find(|r| publishes(r)))
+        .map(|r| r.strategy.clone())
+        .with_context(|| format!("no release before {} names the strategy to restore with", current.id))?;
+    let mut strategy = registry
+        .get(&undone)
+        .with_context(|| format!("release {} was published with strategy '{undone}', whose file is needed to restore it", current.id))?
+        .clone();
+    strategy.steps.publish = crate::strategy::Publish::Replace;
+
     let id = ledger::next_id(&*wh).await?;
-    wh.update_lock(&lock_info("rollback", Some(id))).await?;
+    guard.set_release(id).await?;
     let mut release = Release {
         id,
-        project: session.project().name.clone(),
-        target: session.cfg.profile.target_name.clone(),
+        project: cfg.header.name.clone(),
+        target: cfg.profile.target_name.clone(),
         strategy: "rollback".into(),
         selection: format!("rollback --to {target}"),
         started_at: ledger::now(),
@@ -120,21 +148,23 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
         git_commit: None,
         backup_schema: Some(publish::backup_schema(id)),
         restores: Some(target),
+        mixed_ms: None,
     };
+    // a rollback is a release, published through the journal like any other
     wh.execute(&ledger::insert_statement(d, &release)).await?;
-    release.status = "published".into();
     release.finished_at = Some(ledger::now());
-    // restoring is copying tables back and re-creating views, object by object,
-    // with the SQL of the configured strategy
-    let mut strategy = session.registry.get(&session.cfg.strategy)?.clone();
-    strategy.steps.publish = crate::strategy::Publish::Replace;
-    let stmts = publish::statements(&strategy, d, &release, &changes, &[])?;
-    if let Err(e) = wh.execute_atomic(&stmts).await {
-        release.status = "error".into();
-        let _ = wh.execute(&ledger::finish_statement(d, &release)).await;
-        return Err(e.context("rolling back (nothing changed)"));
+    let plan = publish::plan(&strategy, d, &release, &changes, &[])?;
+    if let Err(e) = ledger::journal::publish(&*wh, &mut release, &plan).await {
+        if release.status == "running" {
+            release.status = "failed".into();
+            release.backup_schema = None;
+            let _ = wh.execute(&ledger::finish_statement(d, &release)).await;
+        }
+        return Err(e.context("rolling back"));
     }
-    ledger::cleanup(&*wh, session.cfg.keep(&strategy) + 1).await?;
+    if let Err(e) = ledger::cleanup(&*wh, cfg.keep(&strategy) + 1).await {
+        eprintln!("airlock: warning: rolled back, but dropping old backups failed (retried by the next deploy): {e:#}");
+    }
     let what = if target == 0 { "the state before the first release".to_string() } else { format!("release {target}") };
     let report = RollbackReport {
         status: "published",
@@ -143,7 +173,7 @@ async fn restore(session: &Session, wh: Arc<crate::warehouse::duckdb::DuckDb>, t
         objects: changes.iter().map(|c| d.relation(&c.schema, &c.name)).collect(),
         message: format!("release {id} restored {what}: {} object{} changed; the replaced versions are kept in {}", changes.len(), super::run::plural(changes.len()), publish::backup_schema(id)),
     };
-    if session.cfg.format == crate::cli::Format::Json {
+    if cfg.format == crate::cli::Format::Json {
         report::json(&report);
     } else {
         report::emit(&report.message);

@@ -1,5 +1,6 @@
 //! `airlock deploy` and `airlock build`: lock, build into audit, gate, and
-//! (deploy only) publish in one transaction with the ledger.
+//! (deploy only) publish in one transaction with the ledger. The release row
+//! always ends in a final status, whatever stops the run.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,36 +9,68 @@ use anyhow::{Context, Result};
 
 use super::ExitStatus;
 use crate::build::{self, Catalog, Counts, Outcome, StepResult};
+use crate::interrupt::Interrupt;
+use crate::ledger::lock::LockGuard;
 use crate::ledger::{self, Release};
-use crate::prepare::prepare;
+use crate::prepare::{prepare, Prepared};
 use crate::project::NodeKind;
 use crate::publish;
 use crate::report::{self, NodeError, NodeLine, Progress, RunReport, TestFailure};
-use crate::session::{lock_info, Session};
-use crate::warehouse::{LockError, Recording, Warehouse};
+use crate::session::Session;
+use crate::strategy::Publish;
+use crate::warehouse::{Recording, Warehouse};
 
 pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::path::Path>) -> Result<ExitStatus> {
     let started = Instant::now();
     let command = if publish { "deploy" } else { "build" };
     // a strategy that cannot run on this selection is refused before anything is written
     crate::prepare::scoped_selection(session, session.registry.get(&session.cfg.strategy)?)?;
-    let duck = session.open_warehouse(false)?;
-    let wh = Arc::new(Recording::new(duck.clone()));
-    match wh.lock(&lock_info(command, None)).await {
-        Ok(()) => {}
-        Err(LockError::Held { location, holder }) => {
-            anyhow::bail!("{location} is locked by {holder}; a second {command} cannot run at the same time. If that process is gone, run `airlock unlock`")
-        }
-        Err(LockError::Other(e)) => return Err(e),
-    }
-    let result = pipeline(session, &wh, publish, started).await;
-    let unlocked = wh.unlock().await;
+    let wh = Arc::new(Recording::new(session.open_warehouse(false)?));
+    let dyn_wh: Arc<dyn Warehouse> = wh.clone();
+    let guard = LockGuard::acquire(dyn_wh.clone(), command).await?;
+    let interrupt = Interrupt::install(dyn_wh.clone())?;
+    let mut release = None;
+    let result = pipeline(session, &wh, publish, started, &guard, &interrupt, &mut release).await;
+    let result = close_release(&*wh, result, release.as_mut(), &interrupt).await;
+    let unlocked = guard.release().await;
     if let Some(path) = statement_log {
         write_statement_log(path, &wh)?;
     }
     let status = result?;
     unlocked?;
     Ok(status)
+}
+
+/// Whatever ended the run, the release row gets a final status: `failed` for
+/// an error, `interrupted` for a signal (and the signal's exit code).
+async fn close_release(wh: &dyn Warehouse, result: Result<ExitStatus>, release: Option<&mut Release>, interrupt: &Interrupt) -> Result<ExitStatus> {
+    let result = match (result, interrupt.exit_code()) {
+        (Ok(status), _) => Ok(status),
+        // a step cut short by the signal surfaces as an error: it is the interrupt
+        (Err(e), Some(code)) => {
+            tracing::debug!("stopped by the signal: {e:#}");
+            eprintln!("airlock: interrupted: nothing published, prod untouched; the lock is released");
+            Ok(ExitStatus::Interrupted(code))
+        }
+        (Err(e), None) => Err(e),
+    };
+    if let Some(r) = release {
+        if r.status == "publishing" {
+            eprintln!("airlock: release {} stopped in the middle of its publish: prod may be mixed until `airlock recover` completes or undoes it", r.id);
+        } else if r.status == "running" {
+            let status = match &result {
+                Ok(ExitStatus::Interrupted(_)) => "interrupted",
+                Ok(ExitStatus::Blocked) => "blocked",
+                _ => "failed",
+            };
+            r.status = status.to_string();
+            r.finished_at = Some(ledger::now());
+            if let Err(e) = wh.execute(&ledger::finish_statement(wh.dialect(), r)).await {
+                eprintln!("airlock: warning: could not record release {} as {status}: {e:#}", r.id);
+            }
+        }
+    }
+    result
 }
 
 fn write_statement_log(path: &std::path::Path, wh: &Recording) -> Result<()> {
@@ -49,7 +82,15 @@ fn write_statement_log(path: &std::path::Path, wh: &Recording) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write --statement-log {}", path.display()))
 }
 
-async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started: Instant) -> Result<ExitStatus> {
+async fn pipeline(
+    session: &Session,
+    wh: &Arc<Recording>,
+    publish: bool,
+    started: Instant,
+    guard: &LockGuard,
+    interrupt: &Interrupt,
+    release: &mut Option<Release>,
+) -> Result<ExitStatus> {
     let command = if publish { "deploy" } else { "build" };
     let cfg = &session.cfg;
     let strategy = session.registry.get(&cfg.strategy)?;
@@ -59,7 +100,11 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
     let dyn_wh: Arc<dyn Warehouse> = wh.clone();
 
     ledger::ensure(&**wh).await?;
-    let mut release = None;
+    ledger::refuse_if_publishing(&**wh, command).await?;
+    // we hold the lock: a release still `running` belongs to a process that is gone
+    for id in ledger::close_abandoned(&**wh).await? {
+        eprintln!("airlock: release {id} was left running by a process that is gone; recorded as interrupted");
+    }
     if publish {
         let id = ledger::next_id(&**wh).await?;
         let r = Release {
@@ -79,32 +124,33 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
             git_commit: ledger::git_commit(&cfg.project_dir),
             backup_schema: None,
             restores: None,
+            mixed_ms: None,
         };
         wh.execute(&ledger::insert_statement(dialect, &r)).await?;
-        wh.update_lock(&lock_info("deploy", Some(id))).await?;
-        release = Some(r);
+        *release = Some(r);
+        guard.set_release(id).await?;
     }
 
     let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
     let prod = Catalog::new(wh.catalog(&prod_schemas).await?);
-    let prepared = match prepare(session, strategy, &prod) {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(r) = &mut release {
-                close(&**wh, r, "error", &Counts::default(), 0).await;
-            }
-            return Err(e);
-        }
-    };
+    let prepared = prepare(session, strategy, &prod)?;
     let audit_schemas: Vec<String> = prepared.locations.iter().map(|(_, a)| a.clone()).collect();
     // a clean audit location (staged from prod where the strategy says so):
     // nothing from an earlier run may leak into this gate
     wh.execute_atomic(&prepared.prep).await.context("preparing the audit location")?;
+    for hook in &prepared.on_run_start {
+        wh.execute(hook).await.context("on-run-start hook (dbt_project.yml) failed: nothing built")?;
+    }
     let steps = prepared.steps.clone();
 
     let progress = Progress::new(steps.iter().map(|s| s.group.len().max(1)).sum(), command);
-    let results = build::run_steps(dyn_wh.clone(), project, steps, cfg.threads, &progress).await;
+    let results = build::run_steps(dyn_wh.clone(), project, steps, cfg.threads, &progress, interrupt.stop_flag()).await;
     progress.finish();
+    if interrupt.exit_code().is_none() {
+        for hook in &prepared.on_run_end {
+            wh.execute(hook).await.context("on-run-end hook (dbt_project.yml) failed: nothing published")?;
+        }
+    }
     let counts = Counts::of(&results, project);
 
     let mut report = RunReport {
@@ -122,60 +168,57 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
         errors: errors(session, &results),
         published: vec![],
         audit_schemas: audit_schemas.clone(),
+        warnings: vec![],
         seconds: 0.0,
         message: String::new(),
     };
+    if let Some(r) = release.as_mut() {
+        fill_counts(r, &counts, 0);
+    }
 
-    let exit = if counts.errors > 0 {
+    let kept = format!("the audit build is kept in {} for inspection", audit_schemas.join(", "));
+    let exit = if let Some(code) = interrupt.exit_code() {
+        report.status = "interrupted".into();
+        report.message = format!("interrupted: nothing published, prod untouched; {kept}");
+        ExitStatus::Interrupted(code)
+    } else if counts.errors > 0 {
         report.status = "error".into();
-        report.message = format!("{} node{} failed to build: nothing published, prod untouched; the audit build is kept in {} for inspection", counts.errors, plural(counts.errors), audit_schemas.join(", "));
+        report.message = format!("{} node{} failed to build: nothing published, prod untouched; {kept}", counts.errors, plural(counts.errors));
         ExitStatus::Error
-    } else if counts.failed > 0 {
+    } else if counts.failed > 0 || counts.no_verdict > 0 {
         report.status = "blocked".into();
-        report.message = format!("gate blocked by {} failing test{}: nothing published, prod untouched; the audit build is kept in {} for inspection", counts.failed, plural(counts.failed), audit_schemas.join(", "));
+        let mut why = Vec::new();
+        if counts.failed > 0 {
+            why.push(format!("{} failing test{}", counts.failed, plural(counts.failed)));
+        }
+        if counts.no_verdict > 0 {
+            why.push(format!("{} test{} that gave no verdict", counts.no_verdict, plural(counts.no_verdict)));
+        }
+        report.message = format!("gate blocked by {}: nothing published, prod untouched; {kept}", why.join(" and "));
         ExitStatus::Blocked
     } else if !publish {
         report.status = "audited".into();
         report.message = format!("gate green; audit build in {} (build never publishes)", audit_schemas.join(", "));
         ExitStatus::Success
+    } else if !interrupt.enter_publish() {
+        report.status = "interrupted".into();
+        report.message = format!("interrupted before publishing: nothing published, prod untouched; {kept}");
+        ExitStatus::Interrupted(interrupt.exit_code().unwrap_or(130))
     } else {
         let r = release.as_mut().expect("deploy has a release");
-        let changes = &prepared.changes;
-        r.status = "published".into();
-        r.finished_at = Some(ledger::now());
-        r.backup_schema = Some(publish::backup_schema(r.id));
-        fill_counts(r, &counts, changes.len());
-        let stmts = publish::statements(strategy, dialect, r, changes, &prepared.locations)?;
-        wh.execute_atomic(&stmts).await.context("publishing (rolled back: prod untouched)")?;
-        report.published = changes.iter().map(|c| dialect.relation(&c.schema, &c.name)).collect();
-        // the audit copies are spent; prod and the backups hold everything
-        let drops: Vec<String> = audit_schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE", dialect.quote(s))).collect();
-        if let Err(e) = wh.execute_atomic(&drops).await {
-            tracing::warn!("could not drop the audit schemas: {e:#}");
-        }
-        let keep = cfg.keep(strategy);
-        let dropped = ledger::cleanup(&**wh, keep).await?;
-        report.status = "published".into();
-        report.message = format!(
-            "release {} published: {} object{} in prod; previous versions kept in {}{}",
-            r.id,
-            changes.len(),
-            plural(changes.len()),
-            r.backup_schema.as_deref().unwrap_or_default(),
-            if dropped.is_empty() { String::new() } else { format!("; backups of release{} {} dropped (keep = {keep})", plural(dropped.len()), join_ids(&dropped)) }
-        );
-        if !prepared.unbuilt_tagged.is_empty() {
-            report.message.push_str(&format!(
-                "\nnot published (tagged {}, but not built in this run): {}",
-                strategy.param_list("tags").join(", "),
-                prepared.unbuilt_tagged.join(", ")
-            ));
-        }
-        ExitStatus::Success
+        publish_release(session, wh, r, &prepared, &mut report).await?
     };
-    if let Some(r) = &mut release {
+    if let Some(r) = release.as_mut() {
         if r.status == "running" {
-            close(&**wh, r, &report.status.clone(), &counts, 0).await;
+            r.status = match exit {
+                ExitStatus::Blocked => "blocked",
+                ExitStatus::Interrupted(_) => "interrupted",
+                _ => "failed",
+            }
+            .into();
+            r.finished_at = Some(ledger::now());
+            fill_counts(r, &counts, 0);
+            wh.execute(&ledger::finish_statement(dialect, r)).await.with_context(|| format!("recording release {} as {}", r.id, r.status))?;
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -183,6 +226,86 @@ async fn pipeline(session: &Session, wh: &Arc<Recording>, publish: bool, started
     Ok(exit)
 }
 
+/// Publish a green release. Everything after the publish commit (checks that
+/// can restore, dropping the audit location, old backups) can fail only as a
+/// warning: a published release exits 0 and says `published`.
+async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release, prepared: &Prepared<'_>, report: &mut RunReport) -> Result<ExitStatus> {
+    let cfg = &session.cfg;
+    let strategy = prepared.strategy;
+    let dialect = session.layout.dialect;
+    let changes = &prepared.changes;
+    let audit_schemas: Vec<String> = prepared.locations.iter().map(|(_, a)| a.clone()).collect();
+    r.finished_at = Some(ledger::now());
+    r.backup_schema = Some(publish::backup_schema(r.id));
+    r.published = changes.len() as i64;
+    let plan = publish::plan(strategy, dialect, r, changes, &prepared.locations)?;
+    if let Err(e) = ledger::journal::publish(&**wh, r, &plan).await {
+        if r.status != "publishing" {
+            r.backup_schema = None;
+        }
+        return Err(e);
+    }
+    report.published = changes.iter().map(|c| dialect.relation(&c.schema, &c.name)).collect();
+
+    // wap: what was rebuilt in prod must be what was gated
+    if strategy.steps.publish == Publish::Rebuild {
+        let differ = publish::compare_rebuilt(&**wh, dialect, changes, &session.layout, session.project()).await?;
+        if !differ.is_empty() {
+            let list = differ.join("; ");
+            if strategy.param_str("verify").as_deref() == Some("warn") {
+                report.warnings.push(format!("rebuilt in prod but different from the audited twin (verify = \"warn\"): {list}"));
+            } else {
+                let restore = publish::restore_statements(dialect, r, &plan)?;
+                wh.execute_atomic(&restore).await.context("restoring prod after the wap check failed")?;
+                r.status = "failed".into();
+                r.backup_schema = None;
+                report.status = "failed".into();
+                report.published.clear();
+                report.message = format!(
+                    "release {} failed: rebuilt in prod, different from what the gate passed: {list}; prod restored to its state before the publish \
+                     (a non-deterministic model? set verify = \"warn\" in the wap strategy's [params] to publish anyway)",
+                    r.id
+                );
+                return Ok(ExitStatus::Error);
+            }
+        }
+    }
+
+    // the audit copies are spent; prod and the backups hold everything
+    let drops: Vec<String> = audit_schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE", dialect.quote(s))).collect();
+    let keep = cfg.keep(strategy);
+    let cleanup = async {
+        if crate::failpoint::is_set(&crate::failpoint::Point::CleanupError) {
+            anyhow::bail!("failpoint cleanup:error");
+        }
+        wh.execute_atomic(&drops).await.context("dropping the audit schemas")?;
+        ledger::cleanup(&**wh, keep).await
+    };
+    let dropped = match cleanup.await {
+        Ok(d) => d,
+        Err(e) => {
+            report.warnings.push(format!("published, but the cleanup after it failed (nothing to undo; it is retried by the next deploy): {e:#}"));
+            vec![]
+        }
+    };
+    report.status = "published".into();
+    report.message = format!(
+        "release {} published: {} object{} in prod; previous versions kept in {}{}",
+        r.id,
+        changes.len(),
+        plural(changes.len()),
+        r.backup_schema.as_deref().unwrap_or_default(),
+        if dropped.is_empty() { String::new() } else { format!("; backups of release{} {} dropped (keep = {keep})", plural(dropped.len()), join_ids(&dropped)) }
+    );
+    if !prepared.unbuilt_tagged.is_empty() {
+        report.message.push_str(&format!(
+            "\nnot published (tagged {}, but not built in this run): {}",
+            strategy.param_list("tags").join(", "),
+            prepared.unbuilt_tagged.join(", ")
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
 
 fn fill_counts(r: &mut Release, c: &Counts, published: usize) {
     r.built = c.built as i64;
@@ -190,17 +313,6 @@ fn fill_counts(r: &mut Release, c: &Counts, published: usize) {
     r.failed = c.failed as i64;
     r.warned = c.warned as i64;
     r.published = published as i64;
-}
-
-/// Record how a release ended when it did not publish. Best effort: the
-/// report of what happened matters more than the ledger row.
-async fn close(wh: &dyn Warehouse, r: &mut Release, status: &str, c: &Counts, published: usize) {
-    r.status = status.to_string();
-    r.finished_at = Some(ledger::now());
-    fill_counts(r, c, published);
-    if let Err(e) = wh.execute(&ledger::finish_statement(wh.dialect(), r)).await {
-        tracing::warn!("could not record release {} as {status}: {e:#}", r.id);
-    }
 }
 
 fn node_lines(session: &Session, results: &[StepResult]) -> Vec<NodeLine> {

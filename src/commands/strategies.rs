@@ -27,7 +27,7 @@ pub fn run(g: &GlobalArgs) -> Result<ExitStatus> {
         .values()
         .map(|s| Row {
             name: s.name.clone(),
-            origin: s.origin.clone(),
+            origin: if s.shadows_built_in { format!("{} (replaces the built-in '{}')", s.origin, s.name) } else { s.origin.clone() },
             description: s.description.clone(),
             warehouses: [Dialect::DuckDb, Dialect::Snowflake, Dialect::BigQuery].iter().filter(|d| s.supports(**d)).map(|d| d.name().to_string()).collect(),
             refused: s

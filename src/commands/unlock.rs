@@ -1,24 +1,50 @@
 //! `airlock unlock`: break a deploy lock whose holder is gone. Explicit on
-//! purpose: airlock never breaks a lock by itself.
+//! purpose: airlock never breaks a lock by itself. A holder that looks alive
+//! is refused unless `--force`; the break is recorded in the ledger, and a
+//! release the holder left `running` is recorded `interrupted`.
 
 use anyhow::Result;
 
 use super::ExitStatus;
 use crate::config::RunConfig;
-use crate::project::profile::WarehouseSettings;
+use crate::ledger::{self, lock::LockGuard, lock::LockInfo};
 use crate::report;
 
-pub async fn run(cfg: &RunConfig) -> Result<ExitStatus> {
-    let WarehouseSettings::DuckDb { path } = &cfg.profile.warehouse;
-    let lock = crate::warehouse::duckdb::lock_path(path);
-    match std::fs::read_to_string(&lock) {
-        Ok(text) => {
-            let holder = serde_json::from_str::<crate::warehouse::LockInfo>(&text).map(|h| h.describe()).unwrap_or_else(|_| "unknown holder".into());
-            std::fs::remove_file(&lock)?;
-            report::emit(&format!("broke the lock held by {holder}"));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => report::emit("no lock held"),
-        Err(e) => anyhow::bail!("cannot read {}: {e}", lock.display()),
+pub async fn run(cfg: &RunConfig, force: bool) -> Result<ExitStatus> {
+    let wh = cfg.open_warehouse(false)?;
+    let Some(holder) = wh.lock_holder().await? else {
+        report::emit(&format!("no lock held on {}", wh.describe()));
+        return Ok(ExitStatus::Success);
+    };
+    let stale = holder.stale_reason();
+    if stale.is_none() && !force {
+        return Err(crate::ledger::lock::held(wh.describe(), holder).context(
+            "its holder looks alive (same host and running, or a fresh heartbeat), so `airlock unlock` refuses to break it; \
+             pass --force only if you know that process is gone",
+        ));
     }
+    // take the lock over in one step, so nobody slips in between
+    let ours = LockInfo::ours("unlock", None);
+    wh.take_over_lock(&holder, &ours).await?;
+    let guard = LockGuard::start(wh.clone(), ours);
+    let why = stale.clone().unwrap_or_else(|| "broken with --force".into());
+    let recorded = async {
+        ledger::ensure(&*wh).await?;
+        let d = wh.dialect();
+        wh.execute(&ledger::event_statement(d, "lock broken", holder.release, &format!("{}: {why}", holder.describe()))).await?;
+        ledger::close_abandoned(&*wh).await
+    }
+    .await;
+    guard.release().await?;
+    let mut message = format!("broke the lock held by {} ({why})", holder.describe());
+    match recorded {
+        Ok(ids) => {
+            for id in ids {
+                message.push_str(&format!("; release {id} it left running is recorded as interrupted"));
+            }
+        }
+        Err(e) => eprintln!("airlock: warning: the lock is broken, but recording it in the ledger failed: {e:#}"),
+    }
+    report::emit(&message);
     Ok(ExitStatus::Success)
 }

@@ -30,6 +30,10 @@ pub(super) struct DbtProjectFile {
     pub seeds: Value,
     #[serde(default, alias = "data_tests")]
     pub tests: Value,
+    #[serde(default)]
+    pub on_run_start: Value,
+    #[serde(default)]
+    pub on_run_end: Value,
 }
 
 pub(super) fn read(root: &Path) -> Result<DbtProjectFile> {
@@ -90,6 +94,55 @@ const KNOWN_KEYS: &[&str] = &[
     "contract",
     "external_location",
 ];
+
+/// Every config key dbt knows (for "did you mean": a key outside this list is
+/// a typo or another tool's, and is ignored with a warning).
+const DBT_KEYS: &[&str] = &[
+    "materialized", "schema", "alias", "tags", "tag", "enabled", "unique_key", "incremental_strategy", "severity", "column_types",
+    "full_refresh", "database", "meta", "docs", "persist_docs", "on_schema_change", "quote_columns", "pre-hook", "post-hook", "pre_hook",
+    "post_hook", "grants", "contract", "external_location", "access", "group", "labels", "cluster_by", "partition_by", "sql_header",
+    "quoting", "identifier", "where", "limit", "error_if", "warn_if", "store_failures", "store_failures_as", "fail_calc", "snowflake_warehouse",
+    "transient", "copy_grants", "incremental_predicates", "merge_exclude_columns", "merge_update_columns", "event_time", "batch_size",
+    "lookback", "begin", "concurrent_batches", "delimiter", "docs", "packages", "query_tag", "secure", "automatic_clustering", "require_partition_filter",
+    "partition_expiration_days", "kms_key_name", "hours_to_expiration", "description", "options", "format", "location", "unlogged",
+    "indexes", "deprecation_date", "latest_version", "strategy", "updated_at", "check_cols", "target_schema", "target_database",
+    "snapshot_meta_column_names", "hard_deletes", "invalidate_hard_deletes", "dbt_valid_to_current", "plugin", "glue_register",
+    "file_format", "options", "partition_expiration", "table_type", "enable_refresh", "refresh_interval_minutes",
+];
+
+/// Warn once per place and key about a config key dbt does not know.
+fn warn_unknown(key: &str, origin: &str) {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeSet<(String, String)>>> = std::sync::OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if seen.lock().expect("warnings poisoned").insert((origin.to_string(), key.to_string())) {
+        eprintln!("airlock: warning: {origin}: unknown config key '{key}'{}; it is ignored", crate::suggest::hint(key, DBT_KEYS.iter().copied()));
+    }
+}
+
+/// Hooks: a string, a list of strings, or dicts with `sql:` (dbt's forms).
+fn as_hooks(key: &str, value: &Value, origin: &str) -> Result<Vec<String>> {
+    match value {
+        Value::Null => Ok(vec![]),
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Object(map) => match map.get("sql") {
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            _ => bail!("{origin}: config '{key}' as a mapping needs 'sql:'"),
+        },
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(as_hooks(key, item, origin)?);
+            }
+            Ok(out)
+        }
+        other => bail!("{origin}: config '{key}' must be SQL text or a list of it, got {other}"),
+    }
+}
+
+/// `on-run-start` / `on-run-end` of `dbt_project.yml`.
+pub(super) fn run_hooks(value: &Value, key: &str) -> Result<Vec<String>> {
+    as_hooks(key, value, "dbt_project.yml")
+}
 
 /// Apply the config tree to a node whose fully qualified name is `fqn`
 /// (project, folders..., node name).
@@ -190,13 +243,17 @@ pub(crate) fn apply_config(cfg: &mut NodeConfig, key: &str, value: &Value, origi
             other => bail!("{origin}: config 'column_types' must map columns to types, got {other}"),
         },
         "external_location" => cfg.external_location = as_string(key, value, origin)?,
+        // hooks accumulate from the project down to the model, as in dbt
+        "pre-hook" | "pre_hook" => cfg.pre_hook.extend(as_hooks(key, value, origin)?),
+        "post-hook" | "post_hook" => cfg.post_hook.extend(as_hooks(key, value, origin)?),
         "meta" => {
             if let Some(loc) = value.get("external_location") {
                 cfg.external_location = as_string("external_location", loc, origin)?;
             }
         }
         // accepted for compatibility; they do not change what airlock builds
-        _ => {}
+        k if DBT_KEYS.contains(&k) => {}
+        other => warn_unknown(other, origin),
     }
     Ok(())
 }

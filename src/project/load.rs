@@ -37,7 +37,7 @@ pub struct Loaded {
 }
 
 pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<String, Value>) -> Result<Loaded> {
-    let ProjectHeader { root, name, profile, file } = header;
+    let ProjectHeader { root, name, profile, mut file } = header;
     let paths = |given: &Option<Vec<String>>, default: &str| -> Vec<String> {
         given.clone().unwrap_or_else(|| vec![default.to_string()])
     };
@@ -48,6 +48,13 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
 
     let mut vars = file.project_vars();
     vars.extend(cli_vars);
+    // Jinja in config values renders at load, as dbt renders it
+    let values = crate::render::ValueRenderer::new(vars.clone(), target.clone());
+    file.models = values.tree(&file.models, "dbt_project.yml")?;
+    file.seeds = values.tree(&file.seeds, "dbt_project.yml")?;
+    file.tests = values.tree(&file.tests, "dbt_project.yml")?;
+    let on_run_start = dbt_project::run_hooks(&file.on_run_start, "on-run-start")?;
+    let on_run_end = dbt_project::run_hooks(&file.on_run_end, "on-run-end")?;
 
     let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
     let mut by_name: HashMap<String, NodeId> = HashMap::new();
@@ -137,7 +144,13 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                     if let Some(loc) = &mut config.external_location {
                         *loc = loc.replace("{name}", &table.name).replace("{identifier}", &identifier);
                     }
-                    let schema = src.schema.clone().unwrap_or_else(|| src.name.clone());
+                    let schema = match &src.schema {
+                        Some(text) => match values.string(text, &rel)? {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        },
+                        None => src.name.clone(),
+                    };
                     if sources.insert((src.name.clone(), table.name.clone()), id.clone()).is_some() {
                         bail!("{rel}: source '{}.{}' is declared twice", src.name, table.name);
                     }
@@ -175,13 +188,13 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                             crate::suggest::hint(&res.name, candidates)
                         );
                     };
-                    if let Value::Object(cfg) = &res.config {
+                    if let Value::Object(cfg) = &values.tree(&res.config, &rel)? {
                         for (k, v) in cfg {
                             apply_config(&mut node.config, k, v, &rel)?;
                         }
                     }
                     if !res.tags.is_null() {
-                        apply_config(&mut node.config, "tags", &res.tags, &rel)?;
+                        apply_config(&mut node.config, "tags", &values.tree(&res.tags, &rel)?, &rel)?;
                     }
                     let owner = format!("{} '{}'", kind.as_str(), res.name);
                     collect_tests(&mut decls, &id, &owner, &rel, &res.columns, &res.tests)?;
@@ -190,13 +203,10 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         }
     }
 
-    // disabled nodes leave the project, but stay known for a clear error
-    let off: Vec<NodeId> = nodes.values().filter(|n| n.config.enabled == Some(false)).map(|n| n.id.clone()).collect();
-    for id in off {
-        let node = nodes.remove(&id).expect("present");
-        by_name.remove(&node.name);
-        disabled.insert(node.name.clone(), node.path.display().to_string());
-    }
+    // nodes disabled by the project or their properties leave before rendering
+    // (a ref to them is an error naming them); `config(enabled=false)` in a
+    // model's own SQL is known only after rendering it, below
+    disable(&mut nodes, &mut by_name, &mut disabled);
 
     // macros
     let mut macros = Vec::new();
@@ -209,25 +219,52 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         }
     }
 
-    let names = Arc::new(Names { project: name.clone(), refs: by_name, sources, disabled });
+    let mut names = Arc::new(Names { project: name.clone(), refs: by_name.clone(), sources: sources.clone(), disabled: disabled.clone() });
     let renderer = Renderer::new(&macros, vars.clone(), target)?;
 
-    // Render every model once to find refs, sources and config().
+    // Render every model once to find refs, sources and config(); a model is
+    // one statement (user SQL never reaches the warehouse as a batch)
     let placeholder = placeholder_placement(&nodes);
     let model_ids: Vec<NodeId> = nodes.values().filter(|n| n.kind == NodeKind::Model).map(|n| n.id.clone()).collect();
     for id in &model_ids {
         let node = &nodes[id];
         let this = placeholder(id);
         let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(this), false);
-        renderer.render(&node.path.display().to_string(), &node.raw_sql, &scope)?;
+        let path = node.path.display().to_string();
+        let rendered = renderer.render(&path, &node.raw_sql, &scope)?;
+        one_statement(&rendered, &path, "a model is one SELECT")?;
         let rec = scope.take();
-        let origin = format!("config() in {}", node.path.display());
+        let origin = format!("config() in {path}");
         let node = nodes.get_mut(id).expect("present");
         for (k, v) in &rec.config {
             apply_config(&mut node.config, k, v, &origin)?;
         }
         node.depends_on.extend(rec.refs);
         node.depends_on.extend(rec.sources);
+    }
+    if nodes.values().any(|n| n.config.enabled == Some(false)) {
+        disable(&mut nodes, &mut by_name, &mut disabled);
+        for node in nodes.values() {
+            if let Some(off) = node.depends_on.iter().find(|d| !nodes.contains_key(*d)) {
+                let gone = off.rsplit('.').next().unwrap_or(off);
+                bail!("{}: ref '{gone}' points at a disabled model ({})", node.path.display(), disabled.get(gone).cloned().unwrap_or_default());
+            }
+        }
+        names = Arc::new(Names { project: name.clone(), refs: by_name, sources, disabled });
+    }
+    // hooks are rendered when they run; here each must render and be one statement
+    for node in nodes.values().filter(|n| n.is_relation()) {
+        for hook in node.config.pre_hook.iter().chain(node.config.post_hook.iter()) {
+            let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(&node.id)), false);
+            let where_ = format!("{} (hook)", node.path.display());
+            let rendered = renderer.render(&where_, hook, &scope)?;
+            one_statement(&rendered, &where_, "a hook is one statement; list several hooks instead")?;
+        }
+    }
+    for hook in on_run_start.iter().chain(on_run_end.iter()) {
+        let scope = RenderScope::new(names.clone(), placeholder.clone(), None, false);
+        let rendered = renderer.render("dbt_project.yml (on-run-start/on-run-end)", hook, &scope)?;
+        one_statement(&rendered, "dbt_project.yml (on-run-start/on-run-end)", "a hook is one statement; list several hooks instead")?;
     }
 
     // generic tests become nodes
@@ -256,7 +293,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         let mut config = NodeConfig::default();
         let fqn = vec![name.clone(), test_name.clone()];
         apply_tree(&file.tests, &fqn, &mut config, "dbt_project.yml")?;
-        if let Value::Object(cfg) = &decl.config {
+        if let Value::Object(cfg) = &values.tree(&decl.config, &rel)? {
             for (k, v) in cfg {
                 apply_config(&mut config, k, v, &rel)?;
             }
@@ -292,7 +329,8 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
             let raw_sql = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
             let stem = file_stem(&path);
             let scope = RenderScope::new(names.clone(), placeholder.clone(), None, false);
-            renderer.render(&rel, &raw_sql, &scope)?;
+            let rendered = renderer.render(&rel, &raw_sql, &scope)?;
+            one_statement(&rendered, &rel, "a test is one SELECT of its failing rows")?;
             let rec = scope.take();
             let mut config = NodeConfig::default();
             let fqn = fqn_of(&name, dir, &root, &path);
@@ -343,7 +381,35 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         })?;
     }
 
-    Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros }, renderer, names })
+    // a singular test switched off by config(enabled=false) is no test
+    nodes.retain(|_, n| !(n.kind == NodeKind::Test && n.config.enabled == Some(false)));
+
+    Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end }, renderer, names })
+}
+
+/// Move disabled models and seeds out of the project, keeping their names for
+/// a clear error when something refers to them.
+fn disable(nodes: &mut BTreeMap<NodeId, Node>, by_name: &mut HashMap<String, NodeId>, disabled: &mut HashMap<String, String>) {
+    let off: Vec<NodeId> = nodes.values().filter(|n| n.config.enabled == Some(false) && n.kind != NodeKind::Test).map(|n| n.id.clone()).collect();
+    for id in off {
+        let node = nodes.remove(&id).expect("present");
+        by_name.remove(&node.name);
+        disabled.insert(node.name.clone(), node.path.display().to_string());
+    }
+    // generic tests on a node that is gone go with it
+    let orphans: Vec<NodeId> = nodes.values().filter(|n| n.attached_to.as_ref().is_some_and(|a| !nodes.contains_key(a))).map(|n| n.id.clone()).collect();
+    for id in orphans {
+        nodes.remove(&id);
+    }
+}
+
+/// Refuse SQL text that holds more than one statement, naming file and line.
+fn one_statement(rendered: &str, file: &str, rule: &str) -> Result<()> {
+    if let Some(at) = crate::sqltext::second_statement(rendered) {
+        let line = crate::sqltext::line_of(rendered, at);
+        bail!("{file}:{line}: more than one SQL statement ({rule}; found another statement after the ';' here)");
+    }
+    Ok(())
 }
 
 /// At load time relations render as their prod names; the SQL is thrown away,
@@ -480,9 +546,10 @@ fn rewrite_macros(text: &str) -> (String, Vec<String>) {
         let new_inner = match keyword {
             "macro" | "test" => {
                 let body = body.trim_start();
-                let ident: String = body.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                let ident = if keyword == "test" { format!("test_{ident}") } else { ident };
-                let remainder = &body[body.chars().take_while(|c| c.is_alphanumeric() || *c == '_').count()..];
+                // byte length of the name: names may hold non-ASCII letters (`café`)
+                let len: usize = body.chars().take_while(|c| c.is_alphanumeric() || *c == '_').map(char::len_utf8).sum();
+                let ident = if keyword == "test" { format!("test_{}", &body[..len]) } else { body[..len].to_string() };
+                let remainder = &body[len..];
                 names.push(ident.clone());
                 format!("{lead_ws}macro {ident}{remainder}")
             }

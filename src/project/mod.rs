@@ -94,6 +94,9 @@ pub struct NodeConfig {
     pub column_types: BTreeMap<String, String>,
     pub external_location: Option<String>,
     pub full_refresh: Option<bool>,
+    /// SQL run in the audit location before / after the node is built
+    pub pre_hook: Vec<String>,
+    pub post_hook: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +168,9 @@ pub struct Project {
     pub vars: BTreeMap<String, serde_json::Value>,
     pub nodes: BTreeMap<NodeId, Node>,
     pub macros: Vec<MacroFile>,
+    /// `on-run-start` / `on-run-end` of dbt_project.yml
+    pub on_run_start: Vec<String>,
+    pub on_run_end: Vec<String>,
 }
 
 impl Project {
@@ -173,6 +179,11 @@ impl Project {
     }
     pub fn relations(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values().filter(|n| n.is_relation())
+    }
+    /// Whether a full refresh rebuilds `node`: its `full_refresh` config wins
+    /// over the flag (`full_refresh: false` protects it from --full-refresh).
+    pub fn full_refresh(node: &Node, flag: bool) -> bool {
+        node.config.full_refresh.unwrap_or(flag)
     }
 }
 

@@ -49,6 +49,62 @@ impl Dialect {
         format!("{}.{}", self.quote(schema), self.quote(name))
     }
 
+    /// A scalar query over `relation`: its row count and an order-independent
+    /// checksum of its content, as `count:checksum`.
+    pub fn checksum_sql(self, relation: &str) -> String {
+        match self {
+            Dialect::DuckDb => format!("SELECT COUNT(*) || ':' || COALESCE(SUM(hash(t::VARCHAR)::HUGEINT), 0) FROM {relation} AS t"),
+            Dialect::Snowflake => format!("SELECT COUNT(*) || ':' || COALESCE(HASH_AGG(*), 0) FROM {relation}"),
+            Dialect::BigQuery => format!("SELECT CONCAT(CAST(COUNT(*) AS STRING), ':', CAST(COALESCE(BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t))), 0) AS STRING)) FROM {relation} AS t"),
+        }
+    }
+
+    /// `schema.name` as [`Dialect::relation`] writes it, back into its parts.
+    pub fn split_relation(self, rendered: &str) -> Option<(String, String)> {
+        let q = match self {
+            Dialect::DuckDb | Dialect::Snowflake => '"',
+            Dialect::BigQuery => '`',
+        };
+        let mut parts = Vec::new();
+        let mut chars = rendered.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != q {
+                return None;
+            }
+            let mut part = String::new();
+            loop {
+                match chars.next()? {
+                    '\\' if q == '`' => part.push(chars.next()?),
+                    ch if ch == q && q == '"' && chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    ch if ch == q => break,
+                    ch => part.push(ch),
+                }
+            }
+            parts.push(part);
+            match chars.next() {
+                None => break,
+                Some('.') => {}
+                Some(_) => return None,
+            }
+        }
+        match <[String; 2]>::try_from(parts) {
+            Ok([a, b]) => Some((a, b)),
+            Err(_) => None,
+        }
+    }
+
+    /// A timestamp column as `YYYY-MM-DD HH:MM:SS` text.
+    pub fn timestamp_text(self, column: &str) -> String {
+        match self {
+            Dialect::DuckDb => format!("strftime({column}, '%Y-%m-%d %H:%M:%S')"),
+            Dialect::Snowflake => format!("TO_CHAR({column}, 'YYYY-MM-DD HH24:MI:SS')"),
+            Dialect::BigQuery => format!("FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%S', {column})"),
+        }
+    }
+
     /// A string literal.
     pub fn literal(self, value: &str) -> String {
         match self {
@@ -61,6 +117,14 @@ impl Dialect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relations_split_back_into_their_parts() {
+        for d in [Dialect::DuckDb, Dialect::BigQuery] {
+            assert_eq!(d.split_relation(&d.relation("a\"b`c", "x.y")), Some(("a\"b`c".to_string(), "x.y".to_string())));
+        }
+        assert_eq!(Dialect::DuckDb.split_relation("main.orders"), None);
+    }
 
     #[test]
     fn names_cannot_escape_their_quotes() {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
-use duckdb::{AccessMode, Config, Connection};
+use duckdb::{AccessMode, Config, Connection, InterruptHandle};
 
 use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, ObjectKind, Rows, Warehouse};
 
@@ -23,6 +23,9 @@ pub struct DuckDb {
     /// opened on first use, so the deploy lock is taken before DuckDB's own file lock
     base: Mutex<Option<Connection>>,
     pool: Mutex<Vec<Connection>>,
+    /// one per connection handed out: `cancel` interrupts whatever runs
+    interrupts: Mutex<Vec<Arc<InterruptHandle>>>,
+    cancelled: std::sync::atomic::AtomicBool,
     lock_file: PathBuf,
     holds_lock: Mutex<bool>,
 }
@@ -42,7 +45,7 @@ impl DuckDb {
     fn new(path: &str, search_dirs: &[PathBuf], read_only: bool) -> Self {
         let in_memory = path == ":memory:" || path.is_empty();
         let resolved = if in_memory { PathBuf::from(":memory:") } else { absolute(Path::new(path)) };
-        let lock_file = PathBuf::from(format!("{}.airlock-lock", resolved.display()));
+        let lock_file = lock_path(&resolved);
         DuckDb {
             path: resolved,
             in_memory,
@@ -50,6 +53,8 @@ impl DuckDb {
             search_dirs: search_dirs.to_vec(),
             base: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
+            interrupts: Mutex::new(Vec::new()),
+            cancelled: std::sync::atomic::AtomicBool::new(false),
             lock_file,
             holds_lock: Mutex::new(false),
         }
@@ -82,6 +87,10 @@ impl DuckDb {
         &self.path
     }
 
+    pub fn is_in_memory(&self) -> bool {
+        self.in_memory
+    }
+
     /// Whether there is a database to read (a read-only open of a missing file has none).
     pub fn exists(&self) -> bool {
         !self.read_only || self.in_memory || self.path.exists()
@@ -98,11 +107,16 @@ impl DuckDb {
         if base.is_none() {
             *base = Some(self.connect()?);
         }
-        Ok(base.as_ref().expect("just opened").try_clone()?)
+        let conn = base.as_ref().expect("just opened").try_clone()?;
+        self.interrupts.lock().expect("poisoned").push(conn.interrupt_handle());
+        Ok(conn)
     }
 
     fn checkin(&self, conn: Connection) {
-        self.pool.lock().expect("pool poisoned").push(conn);
+        // a connection that may carry an interrupt is not reused
+        if !self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            self.pool.lock().expect("pool poisoned").push(conn);
+        }
     }
 
     /// Run blocking DuckDB work on the blocking pool with a pooled connection.
@@ -120,12 +134,14 @@ impl DuckDb {
 
     fn read_lock(&self) -> Result<Option<LockInfo>> {
         match fs::read_to_string(&self.lock_file) {
+            // a lock we cannot read is still a lock: held by someone unknown
             Ok(text) => Ok(Some(serde_json::from_str(&text).unwrap_or(LockInfo {
                 release: None,
                 command: "unknown".into(),
                 started_at: "unknown".into(),
                 pid: 0,
                 host: "unknown".into(),
+                heartbeat: None,
             }))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow!("cannot read lock {}: {e}", self.lock_file.display())),
@@ -176,7 +192,15 @@ impl Warehouse for DuckDb {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { transactional_ddl: true, schema_swap: false, zero_copy_clone: false }
+        Capabilities {
+            transactional_ddl: true,
+            schema_swap: false,
+            database_swap: false,
+            zero_copy_clone: false,
+            dml_transactions: true,
+            sessions: true,
+            seed_loading: true,
+        }
     }
 
     fn describe(&self) -> String {
@@ -185,7 +209,7 @@ impl Warehouse for DuckDb {
 
     async fn execute(&self, sql: &str) -> Result<()> {
         let sql = sql.to_string();
-        self.with_conn(move |c| c.execute_batch(&sql).map_err(|e| anyhow!("{e}"))).await
+        self.with_conn(move |c| execute_one(c, &sql)).await
     }
 
     async fn query(&self, sql: &str) -> Result<Rows> {
@@ -201,7 +225,12 @@ impl Warehouse for DuckDb {
         self.with_conn(move |c| {
             c.execute_batch("BEGIN TRANSACTION")?;
             for (i, stmt) in statements.iter().enumerate() {
-                if let Err(e) = c.execute_batch(stmt) {
+                // tests: a publish killed or failing at its K-th step, mid-transaction
+                if let Err(e) = crate::failpoint::in_atomic_batch(i) {
+                    let _ = c.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+                if let Err(e) = execute_one(c, stmt) {
                     let _ = c.execute_batch("ROLLBACK");
                     let first_line = stmt.lines().next().unwrap_or_default();
                     return Err(anyhow!("{e} (statement {} of {}: {first_line}; rolled back)", i + 1, statements.len()));
@@ -210,6 +239,17 @@ impl Warehouse for DuckDb {
             if let Err(e) = c.execute_batch("COMMIT") {
                 let _ = c.execute_batch("ROLLBACK");
                 return Err(anyhow!("commit failed, rolled back: {e}"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn execute_script(&self, statements: &[String]) -> Result<()> {
+        let statements = statements.to_vec();
+        self.with_conn(move |c| {
+            for (i, stmt) in statements.iter().enumerate() {
+                execute_one(c, stmt).map_err(|e| anyhow!("{e} (statement {} of {}: {})", i + 1, statements.len(), stmt.lines().next().unwrap_or_default()))?;
             }
             Ok(())
         })
@@ -249,20 +289,27 @@ impl Warehouse for DuckDb {
             return Ok(());
         }
         let tmp = self.write_lock_tmp(info)?;
-        // hard_link fails if the lock exists: creation and content are one step
-        let result = fs::hard_link(&tmp, &self.lock_file);
+        // hard_link fails if the lock exists: creation and content are one step.
+        // A lock released between our attempt and our read: try again.
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            match fs::hard_link(&tmp, &self.lock_file) {
+                Ok(()) => break Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.read_lock() {
+                    Ok(Some(holder)) => break Err(LockError::Held { location: self.describe(), holder }),
+                    Ok(None) if attempts < 5 => continue,
+                    Ok(None) => break Err(LockError::Other(anyhow!("the lock {} keeps changing hands", self.lock_file.display()))),
+                    Err(e) => break Err(LockError::Other(e)),
+                },
+                Err(e) => break Err(LockError::Other(anyhow!("cannot create lock {}: {e}", self.lock_file.display()))),
+            }
+        };
         let _ = fs::remove_file(&tmp);
-        match result {
-            Ok(()) => {
-                *self.holds_lock.lock().expect("poisoned") = true;
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = self.read_lock()?.map(|h| h.describe()).unwrap_or_else(|| "another process".into());
-                Err(LockError::Held { location: self.describe(), holder })
-            }
-            Err(e) => Err(LockError::Other(anyhow!("cannot create lock {}: {e}", self.lock_file.display()))),
+        if result.is_ok() {
+            *self.holds_lock.lock().expect("poisoned") = true;
         }
+        result
     }
 
     async fn update_lock(&self, info: &LockInfo) -> Result<()> {
@@ -271,6 +318,29 @@ impl Warehouse for DuckDb {
         }
         let tmp = self.write_lock_tmp(info)?;
         fs::rename(&tmp, &self.lock_file).with_context(|| format!("cannot update lock {}", self.lock_file.display()))
+    }
+
+    async fn take_over_lock(&self, expected: &LockInfo, ours: &LockInfo) -> Result<()> {
+        if self.in_memory {
+            return Ok(());
+        }
+        let current = self.read_lock()?;
+        if current.as_ref() != Some(expected) {
+            anyhow::bail!("the lock on {} changed hands while breaking it (now: {}); nothing was broken", self.path.display(), current.map(|c| c.describe()).unwrap_or_else(|| "free".into()));
+        }
+        // rename replaces the file in one step: there is never a moment without a lock
+        let tmp = self.write_lock_tmp(ours)?;
+        fs::rename(&tmp, &self.lock_file).with_context(|| format!("cannot replace lock {}", self.lock_file.display()))?;
+        *self.holds_lock.lock().expect("poisoned") = true;
+        Ok(())
+    }
+
+    async fn cancel(&self) {
+        self.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.interrupts.lock().expect("poisoned").drain(..) {
+            handle.interrupt();
+        }
+        self.pool.lock().expect("pool poisoned").clear();
     }
 
     async fn unlock(&self) -> Result<()> {
@@ -293,9 +363,20 @@ impl Warehouse for DuckDb {
     }
 }
 
-/// Lock path for a database path, so `unlock` can find it without opening the database.
-pub fn lock_path(db_path: &str) -> PathBuf {
-    PathBuf::from(format!("{}.airlock-lock", absolute(Path::new(db_path)).display()))
+/// One statement through a prepared statement: DuckDB refuses to prepare
+/// several at once, so user SQL can never smuggle a second statement in.
+fn execute_one(conn: &Connection, sql: &str) -> Result<()> {
+    conn.execute(sql, []).map(|_| ()).map_err(|e| anyhow!("{e}"))
+}
+
+/// The lock beside a database, keyed by the file's canonical path so two
+/// spellings of one database (relative, symlinked) share one lock.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let canonical = db.canonicalize().ok().or_else(|| {
+        let parent = db.parent()?.canonicalize().ok()?;
+        Some(parent.join(db.file_name()?))
+    });
+    PathBuf::from(format!("{}.airlock-lock", canonical.unwrap_or_else(|| db.to_path_buf()).display()))
 }
 
 impl Drop for DuckDb {

@@ -44,6 +44,10 @@ impl Warehouse for Latency {
         tokio::time::sleep(self.delay * statements.len() as u32).await;
         self.inner.execute_atomic(statements).await
     }
+    async fn execute_script(&self, statements: &[String]) -> Result<()> {
+        tokio::time::sleep(self.delay * statements.len() as u32).await;
+        self.inner.execute_script(statements).await
+    }
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
         tokio::time::sleep(self.delay).await;
         self.inner.catalog(schemas).await
@@ -59,5 +63,11 @@ impl Warehouse for Latency {
     }
     async fn lock_holder(&self) -> Result<Option<LockInfo>> {
         self.inner.lock_holder().await
+    }
+    async fn take_over_lock(&self, expected: &LockInfo, ours: &LockInfo) -> Result<()> {
+        self.inner.take_over_lock(expected, ours).await
+    }
+    async fn cancel(&self) {
+        self.inner.cancel().await
     }
 }

@@ -1,9 +1,17 @@
 //! The warehouse boundary. Required primitives (`execute`, `query`,
-//! `execute_atomic`, catalog, lock) are per warehouse; everything airlock does
-//! is built on them, so DuckDB, Snowflake and BigQuery fit the same trait.
+//! `execute_atomic`, catalog, lock, cancel) are per warehouse; everything
+//! airlock does is built on them, so DuckDB, Snowflake and BigQuery fit the
+//! same trait. Commands hold an `Arc<dyn Warehouse>` made by [`open`] from the
+//! profile; none of them knows a warehouse by type.
 //! [`Recording`] wraps any warehouse and logs every statement with its time:
 //! the statement log, and the measure of airlock's own overhead.
+//!
+//! Adding a warehouse: implement [`Warehouse`] in a file of its own (quote
+//! with its [`Dialect`], fold names as it folds them, never print
+//! credentials), add its settings to `project::profile::WarehouseSettings`,
+//! and one arm to [`open`].
 
+pub mod autocommit;
 pub mod duckdb;
 pub mod latency;
 mod dialect;
@@ -16,15 +24,24 @@ use async_trait::async_trait;
 
 pub use dialect::Dialect;
 
-/// What a warehouse can do; strategies are refused when they need more.
+/// What a warehouse can do; support checks and `plan` read these.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Capabilities {
-    /// DDL inside a transaction (publish is atomic)
+    /// DDL inside a transaction: publish is one atomic step; otherwise it
+    /// is journaled step by step and `airlock recover` finishes or undoes it
     pub transactional_ddl: bool,
     /// `ALTER SCHEMA … SWAP WITH` or an equivalent
     pub schema_swap: bool,
+    /// `ALTER DATABASE … SWAP WITH` or an equivalent
+    pub database_swap: bool,
     /// zero-copy table clones
     pub zero_copy_clone: bool,
+    /// DML (INSERT/UPDATE/DELETE) in a transaction: the ledger's own writes
+    pub dml_transactions: bool,
+    /// several statements in one session (temp tables for incremental merges)
+    pub sessions: bool,
+    /// seeds load from local CSV files
+    pub seed_loading: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -62,30 +79,7 @@ pub struct Rows {
     pub rows: Vec<Vec<Option<String>>>,
 }
 
-/// Who holds a deploy lock.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct LockInfo {
-    pub release: Option<i64>,
-    pub command: String,
-    pub started_at: String,
-    pub pid: u32,
-    pub host: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("{location} is locked by {holder}; wait for it to finish, or if that process is gone, run `airlock unlock`")]
-    Held { location: String, holder: String },
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl LockInfo {
-    pub fn describe(&self) -> String {
-        let release = self.release.map(|r| format!("release {r} ")).unwrap_or_default();
-        format!("{release}({} started {}, pid {} on {})", self.command, self.started_at, self.pid, self.host)
-    }
-}
+pub use crate::ledger::lock::{LockError, LockInfo};
 
 #[async_trait]
 pub trait Warehouse: Send + Sync {
@@ -93,20 +87,57 @@ pub trait Warehouse: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// Where this is, for messages; never includes credentials.
     fn describe(&self) -> String;
-    /// Run one statement.
+    /// Run exactly one statement (never a multi-statement batch).
     async fn execute(&self, sql: &str) -> Result<()>;
     /// Run a query; every value comes back as text.
     async fn query(&self, sql: &str) -> Result<Rows>;
-    /// Run statements as one unit: one transaction where DDL is transactional.
+    /// Run statements as one unit: one transaction where DDL is
+    /// transactional; DML alone is always one transaction.
     async fn execute_atomic(&self, statements: &[String]) -> Result<()>;
+    /// Run statements in order in one session (temp tables, session
+    /// settings), each committed on its own: not atomic.
+    async fn execute_script(&self, statements: &[String]) -> Result<()>;
     /// Tables and views in the given schemas.
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>>;
     /// Take the deploy lock of this production location, or say who holds it.
+    /// The operation is atomic where the lock lives.
     async fn lock(&self, info: &LockInfo) -> Result<(), LockError>;
+    /// Refresh the lock this process holds (new heartbeat, release id).
     async fn update_lock(&self, info: &LockInfo) -> Result<()>;
     async fn unlock(&self) -> Result<()>;
     /// Who holds the lock now, if anyone.
     async fn lock_holder(&self) -> Result<Option<LockInfo>>;
+    /// Replace the lock held by `expected` (a holder found stale, or broken
+    /// with --force) with `ours`, atomically; fails if the lock changed hands.
+    async fn take_over_lock(&self, expected: &LockInfo, ours: &LockInfo) -> Result<()>;
+    /// Stop running work: cancel queries in flight where the warehouse allows.
+    async fn cancel(&self) {}
+}
+
+/// The warehouse a profile names. `read_only`: plan and history, which never
+/// write (a missing DuckDB file is an empty warehouse, not created).
+pub fn open(profile: &crate::project::profile::Profile, search_dirs: &[std::path::PathBuf], read_only: bool) -> Result<Arc<dyn Warehouse>> {
+    use crate::project::profile::WarehouseSettings;
+    Ok(match &profile.warehouse {
+        WarehouseSettings::DuckDb { path } => {
+            let in_memory = path.is_empty() || path == ":memory:";
+            if in_memory && !read_only {
+                anyhow::bail!(
+                    "{}: target '{}' has no `path:`, so it is an in-memory DuckDB that keeps nothing after airlock exits; \
+                     set `path:` to a database file to deploy to",
+                    profile.file.display(),
+                    profile.target_name
+                );
+            }
+            let db: Arc<dyn Warehouse> = Arc::new(if read_only { duckdb::DuckDb::open_read_only(path, search_dirs)? } else { duckdb::DuckDb::open(path, search_dirs)? });
+            // tests: DuckDB as a warehouse whose DDL commits statement by statement
+            if std::env::var("AIRLOCK_TEST_DDL").as_deref() == Ok("autocommit") {
+                Arc::new(autocommit::AutoCommit::new(db))
+            } else {
+                db
+            }
+        }
+    })
 }
 
 /// One statement as run.
@@ -170,6 +201,12 @@ impl Warehouse for Recording {
         self.record(&statements.join(";\n"), t, r.is_ok());
         r
     }
+    async fn execute_script(&self, statements: &[String]) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.execute_script(statements).await;
+        self.record(&statements.join(";\n"), t, r.is_ok());
+        r
+    }
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
         let t = Instant::now();
         let r = self.inner.catalog(schemas).await;
@@ -187,5 +224,11 @@ impl Warehouse for Recording {
     }
     async fn lock_holder(&self) -> Result<Option<LockInfo>> {
         self.inner.lock_holder().await
+    }
+    async fn take_over_lock(&self, expected: &LockInfo, ours: &LockInfo) -> Result<()> {
+        self.inner.take_over_lock(expected, ours).await
+    }
+    async fn cancel(&self) {
+        self.inner.cancel().await
     }
 }

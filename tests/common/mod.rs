@@ -23,6 +23,9 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn of(cmd: &mut Command) -> Run {
+        Run::from(cmd.output().expect("run airlock"))
+    }
     fn from(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -140,3 +143,25 @@ pub fn append(path: &Path, line: &str) {
     text.push_str(line);
     std::fs::write(path, text).unwrap();
 }
+
+/// The shop with a raw mirror of the shipments source that the staging view reads.
+pub fn mirror_project(s: &Scratch) -> std::path::PathBuf {
+    let project = s.copy_fixture("shop");
+    std::fs::create_dir_all(project.join("models/raw")).unwrap();
+    std::fs::write(
+        project.join("models/raw/raw_shipments.sql"),
+        "{{ config(materialized='table', tags=['raw']) }}\nselect * from {{ source('landing', 'shipments') }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("models/raw/schema.yml"),
+        "version: 2\nmodels:\n  - name: raw_shipments\n    columns:\n      - name: shipment_id\n        data_tests: [unique, not_null]\n",
+    )
+    .unwrap();
+    let stg = project.join("models/staging/stg_shipments.sql");
+    let text = std::fs::read_to_string(&stg).unwrap().replace("source('landing', 'shipments')", "ref('raw_shipments')");
+    assert!(text.contains("ref('raw_shipments')"), "{text}");
+    std::fs::write(&stg, text).unwrap();
+    project
+}
+

@@ -1,6 +1,15 @@
 //! The ledger: one row per release in the warehouse (schema `airlock`), the
 //! objects each release replaced and where their previous versions are kept,
-//! so any retained release can be restored.
+//! so any retained release can be restored; and the events that are not
+//! releases (a lock broken by `airlock unlock`). The lock lives in [`lock`].
+//!
+//! A release's status moves `running → publishing → published | blocked |
+//! failed | interrupted`; a row is never left `running` by a process that can
+//! still write (a killed one is recorded `interrupted` by the next holder of
+//! the lock).
+
+pub mod journal;
+pub mod lock;
 
 use anyhow::{Context, Result};
 
@@ -28,6 +37,22 @@ pub struct Release {
     pub backup_schema: Option<String>,
     /// for rollbacks: the release whose state was restored
     pub restores: Option<i64>,
+    /// how long prod was mixed (part old, part new) during the publish, in
+    /// milliseconds: 0 where the publish is one transaction
+    pub mixed_ms: Option<i64>,
+}
+
+impl Release {
+    /// Whether prod holds (or held) this release: published, or completed by
+    /// `airlock recover`.
+    pub fn is_published(&self) -> bool {
+        is_published(&self.status)
+    }
+}
+
+/// Statuses of a release whose publish took effect.
+pub fn is_published(status: &str) -> bool {
+    status == "published" || status == "recovered-forward"
 }
 
 /// An object a release changed, and what was there before.
@@ -56,21 +81,32 @@ pub fn now() -> String {
 
 pub async fn ensure(wh: &dyn Warehouse) -> Result<()> {
     let d = wh.dialect();
+    let (text, key) = match d {
+        Dialect::BigQuery => ("STRING", ""),
+        _ => ("VARCHAR", " PRIMARY KEY"),
+    };
     let stmts = vec![
         format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(SCHEMA)),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (id BIGINT PRIMARY KEY, project VARCHAR, target VARCHAR, strategy VARCHAR, selection VARCHAR, \
-             started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR, built BIGINT, tests BIGINT, failed BIGINT, warned BIGINT, \
-             published BIGINT, git_commit VARCHAR, backup_schema VARCHAR, restores BIGINT)",
+            "CREATE TABLE IF NOT EXISTS {} (id BIGINT{key}, project {text}, target {text}, strategy {text}, selection {text}, \
+             started_at TIMESTAMP, finished_at TIMESTAMP, status {text}, built BIGINT, tests BIGINT, failed BIGINT, warned BIGINT, \
+             published BIGINT, git_commit {text}, backup_schema {text}, restores BIGINT, mixed_ms BIGINT)",
             t(d, "releases")
         ),
+        // ledgers written before the inconsistency window was recorded
+        format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS mixed_ms BIGINT", t(d, "releases")),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (release_id BIGINT, schema_name VARCHAR, name VARCHAR, kind VARCHAR, prev_kind VARCHAR, \
-             backup_name VARCHAR, prev_view_ddl VARCHAR)",
+            "CREATE TABLE IF NOT EXISTS {} (release_id BIGINT, schema_name {text}, name {text}, kind {text}, prev_kind {text}, \
+             backup_name {text}, prev_view_ddl {text})",
             t(d, "release_objects")
         ),
+        format!("CREATE TABLE IF NOT EXISTS {} (event_at TIMESTAMP, event {text}, release_id BIGINT, detail {text})", t(d, "events")),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (release_id BIGINT, step BIGINT, object {text}, action {text}, step_json {text}, state {text}, done_ms BIGINT)",
+            t(d, "journal")
+        ),
     ];
-    wh.execute_atomic(&stmts).await.context("creating the airlock ledger")
+    wh.execute_script(&stmts).await.context("creating the airlock ledger")
 }
 
 pub async fn next_id(wh: &dyn Warehouse) -> Result<i64> {
@@ -84,7 +120,8 @@ fn opt(d: Dialect, v: &Option<String>) -> String {
 
 pub fn insert_statement(d: Dialect, r: &Release) -> String {
     format!(
-        "INSERT INTO {} VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+        "INSERT INTO {} (id, project, target, strategy, selection, started_at, finished_at, status, built, tests, failed, warned, published, \
+         git_commit, backup_schema, restores, mixed_ms) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
         t(d, "releases"),
         r.id,
         d.literal(&r.project),
@@ -102,13 +139,67 @@ pub fn insert_statement(d: Dialect, r: &Release) -> String {
         opt(d, &r.git_commit),
         opt(d, &r.backup_schema),
         r.restores.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into()),
+        r.mixed_ms.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into()),
     )
+}
+
+/// The UPDATE that moves a release to `status` (e.g. `publishing`, before
+/// the first publish statement).
+pub fn status_statement(d: Dialect, id: i64, status: &str) -> String {
+    format!("UPDATE {} SET status = {} WHERE id = {id}", t(d, "releases"), d.literal(status))
+}
+
+/// Record an event that is not a release (a broken lock).
+pub fn event_statement(d: Dialect, event: &str, release: Option<i64>, detail: &str) -> String {
+    format!(
+        "INSERT INTO {} VALUES ({}, {}, {}, {})",
+        t(d, "events"),
+        d.literal(&now()),
+        d.literal(event),
+        release.map(|r| r.to_string()).unwrap_or_else(|| "NULL".into()),
+        d.literal(detail)
+    )
+}
+
+/// The release interrupted while publishing, if any: prod may be mixed until
+/// `airlock recover` completes or undoes it.
+pub async fn publishing(wh: &dyn Warehouse) -> Result<Option<i64>> {
+    let rows = wh.query(&format!("SELECT MIN(id) FROM {} WHERE status = 'publishing'", t(wh.dialect(), "releases"))).await?;
+    Ok(rows.rows.first().and_then(|r| col(r, 0)).and_then(|v| v.parse().ok()))
+}
+
+/// Refuse to start while a publish is unfinished.
+pub async fn refuse_if_publishing(wh: &dyn Warehouse, command: &str) -> Result<()> {
+    if let Some(id) = publishing(wh).await? {
+        anyhow::bail!(
+            "release {id} was interrupted while publishing, so prod may be part old, part new; run `airlock recover` (it completes or undoes release {id}) before `airlock {command}`"
+        );
+    }
+    Ok(())
+}
+
+/// Releases left `running` by a process that is gone become `interrupted`.
+/// Only the holder of the lock may call this: nobody else can be running.
+pub async fn close_abandoned(wh: &dyn Warehouse) -> Result<Vec<i64>> {
+    let d = wh.dialect();
+    let rows = wh.query(&format!("SELECT id FROM {} WHERE status = 'running' ORDER BY id", t(d, "releases"))).await?;
+    let ids: Vec<i64> = rows.rows.iter().filter_map(|r| col(r, 0)).filter_map(|v| v.parse().ok()).collect();
+    if !ids.is_empty() {
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        wh.execute(&format!(
+            "UPDATE {} SET status = 'interrupted', finished_at = {} WHERE id IN ({list})",
+            t(d, "releases"),
+            d.literal(&now())
+        ))
+        .await?;
+    }
+    Ok(ids)
 }
 
 /// The UPDATE that closes a release (part of the publish transaction when it publishes).
 pub fn finish_statement(d: Dialect, r: &Release) -> String {
     format!(
-        "UPDATE {} SET finished_at = {}, status = {}, built = {}, tests = {}, failed = {}, warned = {}, published = {}, backup_schema = {} WHERE id = {}",
+        "UPDATE {} SET finished_at = {}, status = {}, built = {}, tests = {}, failed = {}, warned = {}, published = {}, backup_schema = {}, mixed_ms = {} WHERE id = {}",
         t(d, "releases"),
         opt(d, &r.finished_at),
         d.literal(&r.status),
@@ -118,6 +209,7 @@ pub fn finish_statement(d: Dialect, r: &Release) -> String {
         r.warned,
         r.published,
         opt(d, &r.backup_schema),
+        r.mixed_ms.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into()),
         r.id
     )
 }
@@ -156,8 +248,10 @@ fn num(r: &[Option<String>], i: usize) -> i64 {
 
 pub async fn releases(wh: &dyn Warehouse) -> Result<Vec<Release>> {
     let sql = format!(
-        "SELECT id, project, target, strategy, selection, strftime(started_at, '%Y-%m-%d %H:%M:%S'), strftime(finished_at, '%Y-%m-%d %H:%M:%S'), status, \
-         built, tests, failed, warned, published, git_commit, backup_schema, restores FROM {} ORDER BY id",
+        "SELECT id, project, target, strategy, selection, {}, {}, status, \
+         built, tests, failed, warned, published, git_commit, backup_schema, restores, mixed_ms FROM {} ORDER BY id",
+        wh.dialect().timestamp_text("started_at"),
+        wh.dialect().timestamp_text("finished_at"),
         t(wh.dialect(), "releases")
     );
     let rows = wh.query(&sql).await?;
@@ -181,6 +275,7 @@ pub async fn releases(wh: &dyn Warehouse) -> Result<Vec<Release>> {
             git_commit: col(r, 13),
             backup_schema: col(r, 14),
             restores: col(r, 15).and_then(|v| v.parse().ok()),
+            mixed_ms: col(r, 16).and_then(|v| v.parse().ok()),
         })
         .collect())
 }
@@ -210,26 +305,26 @@ pub async fn objects(wh: &dyn Warehouse, after: i64) -> Result<Vec<ReleaseObject
 /// publish after it must still have its backups.
 pub fn restorable(all: &[Release], release: i64) -> bool {
     let target = all.iter().find(|r| r.id == release);
-    if target.is_some_and(|r| r.status != "published") {
+    if target.is_some_and(|r| !r.is_published()) {
         return false;
     }
-    all.iter().filter(|r| r.id > release && r.status == "published").all(|r| r.backup_schema.is_some())
+    all.iter().filter(|r| r.id > release && r.is_published()).all(|r| r.backup_schema.is_some())
 }
 
 /// Drop backups beyond the newest `keep` publishes.
 pub async fn cleanup(wh: &dyn Warehouse, keep: usize) -> Result<Vec<i64>> {
     let d = wh.dialect();
     let all = releases(wh).await?;
-    let with_backup: Vec<&Release> = all.iter().rev().filter(|r| r.status == "published" && r.backup_schema.is_some()).collect();
+    let with_backup: Vec<&Release> = all.iter().rev().filter(|r| r.is_published() && r.backup_schema.is_some()).collect();
     let mut dropped = Vec::new();
     for r in with_backup.into_iter().skip(keep) {
         let schema = r.backup_schema.as_deref().expect("filtered");
-        wh.execute_atomic(&[
-            format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(schema)),
-            format!("UPDATE {} SET backup_schema = NULL WHERE id = {}", t(d, "releases"), r.id),
-        ])
-        .await
-        .with_context(|| format!("dropping backups of release {}", r.id))?;
+        // the schema first: a ledger that still names a dropped backup would
+        // promise a rollback it cannot make
+        wh.execute(&format!("UPDATE {} SET backup_schema = NULL WHERE id = {}", t(d, "releases"), r.id))
+            .await
+            .with_context(|| format!("dropping backups of release {}", r.id))?;
+        wh.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(schema))).await.with_context(|| format!("dropping backups of release {}", r.id))?;
         dropped.push(r.id);
     }
     Ok(dropped)
