@@ -133,6 +133,7 @@ fn plan_lists_what_a_build_leaves_out_and_why() {
     let s = Scratch::new();
     let project = s.copy_fixture("shop");
     std::fs::write(project.join("models/marts/draft.sql"), "{{ config(enabled=false) }}\nselect 1 as x\n").unwrap();
+    s.airlock(&project, &["deploy"]).assert_code(0);
     let run = Run::of(&mut s.command(&project, &["plan", "--select", "orders", "--format", "json"]));
     run.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();

@@ -20,15 +20,16 @@ fn blocks_with(s: &Scratch, project: &std::path::Path, failpoint: &str, extra: &
     let before = prod_checksums(&s.db(), PROD);
     let mut args = vec!["deploy"];
     args.extend_from_slice(extra);
+    // (a panicking step prints its panic on stderr, as a bug should: the code is checked alone)
     let run = Run::of(s.command(project, &args).env("AIRLOCK_FAILPOINT", failpoint));
-    run.assert_code(1);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains(reason), "{}", run.stdout);
     assert!(run.stdout.contains("gave no verdict"), "{}", run.stdout);
     assert_eq!(prod_checksums(&s.db(), PROD), before);
 
     args.extend_from_slice(&["--format", "json"]);
     let run = Run::of(s.command(project, &args).env("AIRLOCK_FAILPOINT", failpoint));
-    run.assert_code(1);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let v = json(&run);
     assert_eq!(v["status"], "blocked");
     assert!(v["counts"]["no_verdict"].as_u64().unwrap() >= 1, "{v}");

@@ -183,6 +183,10 @@ fn recover_undo_takes_prod_back_even_when_forward_is_possible() {
     let mid = c.steps / 2 + 1;
     assert_eq!(c.run(&c.deploy_args(), Some(&format!("publish:{mid}"))).code, -1);
     assert_eq!(c.status_of_release_2(), "publishing");
+    // the lock of the killed deploy is stale; unlock breaks it and points at recover
+    let unlock = c.run(&["unlock"], None);
+    unlock.assert_code(0);
+    assert!(unlock.stdout.contains("release 2 was interrupted while publishing: run `airlock recover`"), "{}", unlock.stdout);
     // history shows the unfinished publish; deploy and rollback refuse to start
     let h = c.run(&["history", "--format", "json"], None);
     h.assert_code(0);

@@ -32,15 +32,19 @@ pub async fn run(cfg: &RunConfig, force: bool) -> Result<ExitStatus> {
         ledger::ensure(&*wh).await?;
         let d = wh.dialect();
         wh.execute(&ledger::event_statement(d, "lock broken", holder.release, &format!("{}: {why}", holder.describe()))).await?;
-        ledger::close_abandoned(&*wh).await
+        let abandoned = ledger::close_abandoned(&*wh).await?;
+        Ok::<_, anyhow::Error>((abandoned, ledger::publishing(&*wh).await?))
     }
     .await;
     guard.release().await?;
     let mut message = format!("broke the lock held by {} ({why})", holder.describe());
     match recorded {
-        Ok(ids) => {
+        Ok((ids, publishing)) => {
             for id in ids {
                 message.push_str(&format!("; release {id} it left running is recorded as interrupted"));
+            }
+            if let Some(id) = publishing {
+                message.push_str(&format!("; release {id} was interrupted while publishing: run `airlock recover` to finish or undo it"));
             }
         }
         Err(e) => eprintln!("airlock: warning: the lock is broken, but recording it in the ledger failed: {e:#}"),

@@ -76,7 +76,8 @@ pub enum LockError {
 fn held_message(location: &str, holder: &LockInfo) -> String {
     match holder.stale_reason() {
         Some(why) => format!(
-            "{location} is locked by {}, and the lock is stale: {why}. Nothing was changed; break it with `airlock unlock` and run again",
+            "{location} is locked by {}, and the lock is stale: {why}. Nothing was changed; break it with `airlock unlock` and run again \
+             (if it died while publishing, `airlock recover` finishes or undoes that publish and takes the lock over itself)",
             holder.describe()
         ),
         None => format!("{location} is locked by {}; wait for it to finish (a second deploy never runs beside it)", holder.describe()),
