@@ -17,18 +17,27 @@ use crate::project::{Materialization, NodeId, NodeKind, TestKind};
 use crate::report::Progress;
 use crate::warehouse::{CatalogEntry, ObjectKind, Rows, Warehouse};
 
-/// Objects found in the warehouse, by (schema, name).
+/// Objects found in the warehouse, by (schema, name), looked up as the
+/// warehouse compares names (DuckDB: case-insensitively; `Orders` and
+/// `orders` are one table there).
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     pub objects: BTreeMap<(String, String), CatalogEntry>,
+    fold_case: bool,
 }
 
 impl Catalog {
-    pub fn new(entries: Vec<CatalogEntry>) -> Self {
-        Catalog { objects: entries.into_iter().map(|e| ((e.schema.clone(), e.name.clone()), e)).collect() }
+    pub fn new(dialect: crate::warehouse::Dialect, entries: Vec<CatalogEntry>) -> Self {
+        let fold_case = dialect.case_insensitive_names();
+        let key = |s: &str| if fold_case { s.to_lowercase() } else { s.to_string() };
+        Catalog { objects: entries.into_iter().map(|e| ((key(&e.schema), key(&e.name)), e)).collect(), fold_case }
     }
     pub fn get(&self, schema: &str, name: &str) -> Option<&CatalogEntry> {
-        self.objects.get(&(schema.to_string(), name.to_string()))
+        if self.fold_case {
+            self.objects.get(&(schema.to_lowercase(), name.to_lowercase()))
+        } else {
+            self.objects.get(&(schema.to_string(), name.to_string()))
+        }
     }
     pub fn is_table(&self, schema: &str, name: &str) -> bool {
         self.get(schema, name).is_some_and(|e| e.kind == ObjectKind::Table)
@@ -65,6 +74,8 @@ pub struct StepResult {
     pub id: NodeId,
     pub outcome: Outcome,
     pub micros: u64,
+    /// rows the step wrote, where the warehouse reports them
+    pub rows: Option<u64>,
 }
 
 impl StepResult {
@@ -350,10 +361,10 @@ pub async fn run_steps(
             if let Some(bad) = step.deps.iter().find(|d| results.get(*d).is_some_and(StepResult::bad)) {
                 let because = project.node(bad).name.clone();
                 for (member, _, _) in step.group.iter().filter(|(m, _, _)| m != &id) {
-                    reported.push(StepResult { id: member.clone(), outcome: Outcome::Skipped { because: because.clone() }, micros: 0 });
+                    reported.push(StepResult { id: member.clone(), outcome: Outcome::Skipped { because: because.clone() }, micros: 0, rows: None });
                     progress.step_done(&project.node(member).name, "skipped");
                 }
-                let r = StepResult { id: id.clone(), outcome: Outcome::Skipped { because }, micros: 0 };
+                let r = StepResult { id: id.clone(), outcome: Outcome::Skipped { because }, micros: 0, rows: None };
                 progress.step_done(&project.node(&id).name, "skipped");
                 reported.push(r.clone());
                 complete(r, &mut results, &children, &mut waiting, &mut ready);
@@ -369,12 +380,12 @@ pub async fn run_steps(
                 for name in &names {
                     crate::failpoint::maybe_panic(name);
                 }
-                let members = run_one(&*wh, &step, severity_warn).await;
+                let (members, rows) = run_one(&*wh, &step, severity_warn).await;
                 let micros = t.elapsed().as_micros() as u64;
-                let members: Vec<StepResult> = members.into_iter().map(|(id, outcome)| StepResult { id, outcome, micros }).collect();
+                let members: Vec<StepResult> = members.into_iter().map(|(id, outcome)| StepResult { id, outcome, micros, rows }).collect();
                 // the step fails its dependents when any of its tests blocks
                 let worst = members.iter().find(|m| m.bad()).map(|m| m.outcome.clone()).unwrap_or(Outcome::Built);
-                (StepResult { id: step.id, outcome: worst, micros }, members)
+                (StepResult { id: step.id, outcome: worst, micros, rows }, members)
             });
             in_flight.insert(handle.id(), (id, members, Instant::now()));
         }
@@ -391,8 +402,8 @@ pub async fn run_steps(
                 let why = if e.is_panic() { panic_message(e.into_panic()) } else { "cancelled".to_string() };
                 let outcome = Outcome::Error { message: format!("step stopped without a result: {why}") };
                 let micros = started.elapsed().as_micros() as u64;
-                let members = carried.iter().map(|m| StepResult { id: m.clone(), outcome: outcome.clone(), micros }).collect();
-                (StepResult { id, outcome, micros }, members)
+                let members = carried.iter().map(|m| StepResult { id: m.clone(), outcome: outcome.clone(), micros, rows: None }).collect();
+                (StepResult { id, outcome, micros, rows: None }, members)
             }
         };
         for m in &members {
@@ -443,10 +454,30 @@ fn complete(
     ready.sort_by(|a, b| b.cmp(a));
 }
 
-async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(NodeId, Outcome)> {
+async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> (Vec<(NodeId, Outcome)>, Option<u64>) {
     if let Some(why) = &step.refused {
-        return step.group.iter().map(|(id, _, _)| (id.clone(), Outcome::Error { message: why.clone() })).collect();
+        return (step.group.iter().map(|(id, _, _)| (id.clone(), Outcome::Error { message: why.clone() })).collect(), None);
     }
+    if step.group.is_empty() {
+        return build_one(wh, step).await;
+    }
+    (run_tests(wh, step, severity_warn).await, None)
+}
+
+/// A model or seed: its statements (one transaction where there are several).
+async fn build_one(wh: &dyn Warehouse, step: &Step) -> (Vec<(NodeId, Outcome)>, Option<u64>) {
+    let result = match step.statements.len() {
+        0 => Ok(None),
+        1 => wh.execute_counted(&step.statements[0]).await,
+        _ => wh.execute_atomic(&step.statements).await.map(|()| None),
+    };
+    match result {
+        Ok(rows) => (vec![(step.id.clone(), Outcome::Built)], rows),
+        Err(e) => (vec![(step.id.clone(), Outcome::Error { message: format!("{e:#}") })], None),
+    }
+}
+
+async fn run_tests(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(NodeId, Outcome)> {
     if step.group.len() > 1 {
         return match wh.query(&group_query(&step.group)).await {
             Ok(rows) => {
@@ -472,19 +503,8 @@ async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(N
             }
         };
     }
-    if let [(id, sql, _)] = step.group.as_slice() {
-        return vec![(id.clone(), test_outcome(wh, id, &gate::gate_query(sql), severity_warn).await)];
-    }
-    let result = match step.statements.len() {
-        0 => Ok(()),
-        1 => wh.execute(&step.statements[0]).await,
-        _ => wh.execute_atomic(&step.statements).await,
-    };
-    let outcome = match result {
-        Ok(()) => Outcome::Built,
-        Err(e) => Outcome::Error { message: format!("{e:#}") },
-    };
-    vec![(step.id.clone(), outcome)]
+    let (id, sql, _) = &step.group[0];
+    vec![(id.clone(), test_outcome(wh, id, &gate::gate_query(sql), severity_warn).await)]
 }
 
 /// A failure count as the warehouse returned it: `None` when the query gave
@@ -561,5 +581,24 @@ impl Counts {
         } else {
             TestVerdict::Pass
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warehouse::Dialect;
+
+    fn entry(schema: &str, name: &str) -> CatalogEntry {
+        CatalogEntry { schema: schema.into(), name: name.into(), kind: ObjectKind::Table, view_ddl: None, rows: None }
+    }
+
+    #[test]
+    fn catalog_lookups_compare_names_as_the_warehouse_does() {
+        let duck = Catalog::new(Dialect::DuckDb, vec![entry("Main", "Orders")]);
+        assert!(duck.is_table("main", "orders"));
+        let snow = Catalog::new(Dialect::Snowflake, vec![entry("MAIN", "ORDERS")]);
+        assert!(snow.is_table("MAIN", "ORDERS"));
+        assert!(!snow.is_table("main", "orders"), "quoted Snowflake names are exact");
     }
 }

@@ -45,6 +45,8 @@ pub struct NodeLine {
     pub materialization: String,
     pub status: String,
     pub seconds: f64,
+    /// rows written, where the warehouse reports them
+    pub rows: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,9 +124,9 @@ pub fn print_run(report: &RunReport, format: Format) {
     }
     let mut out = String::new();
     let mut nodes = table();
-    nodes.set_header(vec!["node", "type", "status"]);
+    nodes.set_header(vec!["node", "type", "status", "rows"]);
     for n in report.nodes.iter().filter(|n| n.kind != "test") {
-        nodes.add_row(vec![Cell::new(&n.name), Cell::new(&n.materialization), Cell::new(&n.status)]);
+        nodes.add_row(vec![Cell::new(&n.name), Cell::new(&n.materialization), Cell::new(&n.status), Cell::new(n.rows.map(|r| r.to_string()).unwrap_or_default())]);
     }
     if !report.nodes.iter().all(|n| n.kind == "test") {
         out.push_str(&format!("{nodes}\n"));

@@ -182,6 +182,8 @@ fn selection_builds_the_subset_and_reads_the_rest_from_prod() {
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let built: Vec<&str> = v["nodes"].as_array().unwrap().iter().filter(|n| n["kind"] != "test").map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(built, vec!["orders"], "{}", run.stdout);
+    // the rows each build wrote, as the warehouse reports them
+    assert_eq!(v["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "orders").unwrap()["rows"], 28, "{}", run.stdout);
     assert_eq!(v["published"], serde_json::json!(["\"main_marts\".\"orders\""]));
 
     let bad = s.airlock(&fixture("shop"), &["deploy", "--select", "ordrs"]);

@@ -68,7 +68,7 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
     } else {
         let wh = session.open_warehouse(true)?;
         let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
-        let prod = Catalog::new(wh.catalog(&prod_schemas).await?);
+        let prod = Catalog::new(wh.dialect(), wh.catalog(&prod_schemas).await?);
         let has_ledger = !wh.catalog(&[ledger::SCHEMA.to_string()]).await?.is_empty();
         let id = if has_ledger { ledger::next_id(&*wh).await? } else { 1 };
         (prod, id, wh.describe())
@@ -221,6 +221,7 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
 fn assumed_prod(session: &Session) -> Catalog {
     let layout = &session.layout;
     Catalog::new(
+        layout.dialect,
         session
             .project()
             .relations()

@@ -84,7 +84,7 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
         }
     }
     let schemas: Vec<String> = restore.keys().map(|(s, _)| s.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    let now = Catalog::new(wh.catalog(&schemas).await?);
+    let now = Catalog::new(wh.dialect(), wh.catalog(&schemas).await?);
     let (mut tables, mut views, mut drops) = (vec![], vec![], vec![]);
     for ((schema, name), o) in &restore {
         let prev = now.get(schema, name).cloned();

@@ -132,7 +132,7 @@ async fn pipeline(
     }
 
     let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
-    let prod = Catalog::new(wh.catalog(&prod_schemas).await?);
+    let prod = Catalog::new(wh.dialect(), wh.catalog(&prod_schemas).await?);
     let prepared = prepare(session, strategy, &prod)?;
     let audit_schemas: Vec<String> = prepared.locations.iter().map(|(_, a)| a.clone()).collect();
     // a clean audit location (staged from prod where the strategy says so):
@@ -333,6 +333,7 @@ fn node_lines(session: &Session, results: &[StepResult]) -> Vec<NodeLine> {
                     Outcome::Skipped { because } => format!("skipped ({because} failed)"),
                 },
                 seconds: r.micros as f64 / 1e6,
+                rows: r.rows.filter(|_| n.kind != NodeKind::Test),
             }
         })
         .collect();

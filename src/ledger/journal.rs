@@ -228,7 +228,8 @@ pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool
     if !force_undo {
         let schemas: BTreeSet<String> = pending.iter().flat_map(|r| r.body.needs.iter().chain(r.body.creates.iter()).map(|(s, _)| s.clone())).collect();
         let catalog = wh.catalog(&schemas.into_iter().collect::<Vec<_>>()).await?;
-        let exists = |(s, n): &(String, String)| catalog.iter().any(|e| &e.schema == s && (n.is_empty() || &e.name == n));
+        let same = |a: &str, b: &str| if d.case_insensitive_names() { a.eq_ignore_ascii_case(b) } else { a == b };
+        let exists = |(s, n): &(String, String)| catalog.iter().any(|e| same(&e.schema, s) && (n.is_empty() || same(&e.name, n)));
         for r in &pending {
             for need in &r.body.needs {
                 if !exists(need) {

@@ -40,6 +40,9 @@ impl Warehouse for AutoCommit {
     async fn execute(&self, sql: &str) -> Result<()> {
         self.inner.execute(sql).await
     }
+    async fn execute_counted(&self, sql: &str) -> Result<Option<u64>> {
+        self.inner.execute_counted(sql).await
+    }
     async fn query(&self, sql: &str) -> Result<Rows> {
         self.inner.query(sql).await
     }

@@ -36,6 +36,12 @@ impl Dialect {
         }
     }
 
+    /// Whether the warehouse compares identifiers case-insensitively even when
+    /// quoted (DuckDB); Snowflake and BigQuery compare quoted names exactly.
+    pub fn case_insensitive_names(self) -> bool {
+        self == Dialect::DuckDb
+    }
+
     /// Quote one identifier.
     pub fn quote(self, ident: &str) -> String {
         match self {

@@ -212,6 +212,13 @@ impl Warehouse for DuckDb {
         self.with_conn(move |c| execute_one(c, &sql)).await
     }
 
+    async fn execute_counted(&self, sql: &str) -> Result<Option<u64>> {
+        let sql = sql.to_string();
+        // DuckDB counts rows written by CREATE TABLE AS, INSERT, UPDATE, DELETE
+        let writes_rows = !sql.trim_start().to_ascii_uppercase().contains(" VIEW ");
+        self.with_conn(move |c| c.execute(&sql, []).map(|n| writes_rows.then_some(n as u64)).map_err(|e| anyhow!("{e}"))).await
+    }
+
     async fn query(&self, sql: &str) -> Result<Rows> {
         if !self.exists() {
             return Ok(Rows::default());

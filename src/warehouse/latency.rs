@@ -36,6 +36,10 @@ impl Warehouse for Latency {
         tokio::time::sleep(self.delay).await;
         self.inner.execute(sql).await
     }
+    async fn execute_counted(&self, sql: &str) -> Result<Option<u64>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.execute_counted(sql).await
+    }
     async fn query(&self, sql: &str) -> Result<Rows> {
         tokio::time::sleep(self.delay).await;
         self.inner.query(sql).await

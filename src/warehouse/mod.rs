@@ -89,6 +89,11 @@ pub trait Warehouse: Send + Sync {
     fn describe(&self) -> String;
     /// Run exactly one statement (never a multi-statement batch).
     async fn execute(&self, sql: &str) -> Result<()>;
+    /// Run one statement and report the rows it wrote, where the warehouse
+    /// says (None where it does not, e.g. for a view).
+    async fn execute_counted(&self, sql: &str) -> Result<Option<u64>> {
+        self.execute(sql).await.map(|()| None)
+    }
     /// Run a query; every value comes back as text.
     async fn query(&self, sql: &str) -> Result<Rows>;
     /// Run statements as one unit: one transaction where DDL is
@@ -186,6 +191,12 @@ impl Warehouse for Recording {
     async fn execute(&self, sql: &str) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.execute(sql).await;
+        self.record(sql, t, r.is_ok());
+        r
+    }
+    async fn execute_counted(&self, sql: &str) -> Result<Option<u64>> {
+        let t = Instant::now();
+        let r = self.inner.execute_counted(sql).await;
         self.record(sql, t, r.is_ok());
         r
     }
