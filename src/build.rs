@@ -56,6 +56,8 @@ pub struct Step {
     pub incremental: bool,
     /// why this step cannot run at all (it reports an error, never a pass)
     pub refused: Option<String>,
+    /// seeds: loaded by the warehouse, in place of `statements[at]`
+    pub seed: Option<(usize, crate::warehouse::SeedLoad)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -167,7 +169,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
 
     for id in order.iter().filter(|id| step_ids.contains(*id)) {
         let node = project.node(id);
-        let mut step = Step { id: id.clone(), statements: vec![], group: vec![], deps: vec![], incremental: false, refused: None };
+        let mut step = Step { id: id.clone(), statements: vec![], group: vec![], deps: vec![], incremental: false, refused: None, seed: None };
         let ups = upstream_relations(project, id);
         for up in &ups {
             if step_ids.contains(up) {
@@ -191,8 +193,10 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         step.deps.dedup();
         match node.kind {
             NodeKind::Seed => {
-                step.statements = seed_statements(dialect, node, &layout.audit_relation(node));
-                with_hooks(compiler, node, &place, &layout.audit_relation(node), &mut step.statements)?;
+                let target = layout.audit_relation(node);
+                step.statements = seed_statements(dialect, node, &target);
+                let pre = with_hooks(compiler, node, &place, &target, &mut step.statements)?;
+                step.seed = Some((pre, crate::compile::seed_load(node, &target)));
             }
             NodeKind::Model => {
                 let target = layout.audit_relation(node);
@@ -229,24 +233,26 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     }
     for (id, why) in unrunnable {
         let warn = project.node(&id).severity() == crate::project::Severity::Warn;
-        steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), warn)], deps: vec![], incremental: false, refused: Some(why) });
+        steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), warn)], deps: vec![], incremental: false, refused: Some(why), seed: None });
     }
     Ok(fuse_tests(project, steps))
 }
 
 /// pre-hooks before, post-hooks after the node's own statements, rendered for
-/// the audit location (they never run in prod before the gate).
-fn with_hooks(compiler: &Compiler, node: &crate::project::Node, place: &crate::render::Placement, this: &crate::render::Relation, statements: &mut Vec<String>) -> Result<()> {
+/// the audit location (they never run in prod before the gate). Returns how
+/// many pre-hooks come first.
+fn with_hooks(compiler: &Compiler, node: &crate::project::Node, place: &crate::render::Placement, this: &crate::render::Relation, statements: &mut Vec<String>) -> Result<usize> {
     if node.config.pre_hook.is_empty() && node.config.post_hook.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let origin = format!("{} (hook)", node.path.display());
     let render = |h: &String| compiler.hook_sql(&origin, h, place, Some(this.clone()));
     let pre = node.config.pre_hook.iter().map(render).collect::<Result<Vec<_>>>()?;
     let post = node.config.post_hook.iter().map(render).collect::<Result<Vec<_>>>()?;
     let own = std::mem::take(statements);
+    let n = pre.len();
     *statements = pre.into_iter().chain(own).chain(post).collect();
-    Ok(())
+    Ok(n)
 }
 
 /// Tests that read only the node they test run as one query per node: one
@@ -464,12 +470,24 @@ async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> (Vec<(
     (run_tests(wh, step, severity_warn).await, None)
 }
 
-/// A model or seed: its statements (one transaction where there are several).
+/// A model or seed: its statements (one transaction where there are
+/// several); a seed is loaded by the warehouse between its hooks.
 async fn build_one(wh: &dyn Warehouse, step: &Step) -> (Vec<(NodeId, Outcome)>, Option<u64>) {
-    let result = match step.statements.len() {
-        0 => Ok(None),
-        1 => wh.execute_counted(&step.statements[0]).await,
-        _ => wh.execute_atomic(&step.statements).await.map(|()| None),
+    let result = match (&step.seed, step.statements.len()) {
+        (Some((at, seed)), _) => async {
+            for hook in &step.statements[..*at] {
+                wh.execute(hook).await?;
+            }
+            let rows = wh.load_seed(seed).await?;
+            for hook in &step.statements[at + 1..] {
+                wh.execute(hook).await?;
+            }
+            Ok(rows)
+        }
+        .await,
+        (None, 0) => Ok(None),
+        (None, 1) => wh.execute_counted(&step.statements[0]).await,
+        (None, _) => wh.execute_atomic(&step.statements).await.map(|()| None),
     };
     match result {
         Ok(rows) => (vec![(step.id.clone(), Outcome::Built)], rows),

@@ -175,27 +175,30 @@ pub fn strip_sql(sql: &str) -> String {
     s.to_string()
 }
 
-/// Statements that load a seed CSV into `target`.
+/// The seed of `node` as it loads into `target`.
+pub fn seed_load(node: &Node, target: &Relation) -> crate::warehouse::SeedLoad {
+    crate::warehouse::SeedLoad { target: target.rendered.clone(), file: node.seed_file.clone().unwrap_or_default(), column_types: node.config.column_types.clone() }
+}
+
+/// What loading a seed runs, for plans: DuckDB's own statement, or a note
+/// where the warehouse's client loads it.
 pub fn seed_statements(dialect: Dialect, node: &Node, target: &Relation) -> Vec<String> {
-    let path = node.seed_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let seed = seed_load(node, target);
     match dialect {
-        Dialect::DuckDb => {
-            let mut opts = String::from("header = true, auto_detect = true");
-            if !node.config.column_types.is_empty() {
-                let types = node
-                    .config
-                    .column_types
-                    .iter()
-                    .map(|(c, t)| format!("{}: {}", dialect.literal(c), dialect.literal(t)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                opts.push_str(&format!(", types = {{{types}}}"));
-            }
-            vec![format!("CREATE OR REPLACE TABLE {} AS SELECT * FROM read_csv({}, {opts})", target.rendered, dialect.literal(&path))]
-        }
-        // seeds on remote warehouses are loaded by their adapters (later issues)
-        _ => vec![format!("-- load {} into {}", path, target.rendered)],
+        Dialect::DuckDb => vec![duckdb_seed_sql(&seed)],
+        _ => vec![format!("-- load {} into {}", seed.file.display(), seed.target)],
     }
+}
+
+/// DuckDB loads a seed with one statement that reads the CSV.
+pub fn duckdb_seed_sql(seed: &crate::warehouse::SeedLoad) -> String {
+    let d = Dialect::DuckDb;
+    let mut opts = String::from("header = true, auto_detect = true");
+    if !seed.column_types.is_empty() {
+        let types = seed.column_types.iter().map(|(c, t)| format!("{}: {}", d.literal(c), d.literal(t))).collect::<Vec<_>>().join(", ");
+        opts.push_str(&format!(", types = {{{types}}}"));
+    }
+    format!("CREATE OR REPLACE TABLE {} AS SELECT * FROM read_csv({}, {opts})", seed.target, d.literal(&seed.file.display().to_string()))
 }
 
 /// Statements that materialize a model whose SELECT is `sql` into `target`.

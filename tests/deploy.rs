@@ -184,6 +184,11 @@ fn selection_builds_the_subset_and_reads_the_rest_from_prod() {
     assert_eq!(built, vec!["orders"], "{}", run.stdout);
     // the rows each build wrote, as the warehouse reports them
     assert_eq!(v["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "orders").unwrap()["rows"], 28, "{}", run.stdout);
+    let full = s.airlock(&fixture("shop"), &["deploy", "--format", "json"]);
+    full.assert_code(0);
+    let all: serde_json::Value = serde_json::from_str(&full.stdout).unwrap();
+    // a seed is loaded by the warehouse (Warehouse::load_seed), and says how many rows
+    assert_eq!(all["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "raw_customers").unwrap()["rows"], 20, "{}", full.stdout);
     assert_eq!(v["published"], serde_json::json!(["\"main_marts\".\"orders\""]));
 
     let bad = s.airlock(&fixture("shop"), &["deploy", "--select", "ordrs"]);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use async_trait::async_trait;
 
-use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, Rows, Warehouse};
+use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, Rows, SeedLoad, Warehouse};
 
 pub struct AutoCommit {
     inner: Arc<dyn Warehouse>,
@@ -55,6 +55,9 @@ impl Warehouse for AutoCommit {
     }
     async fn execute_script(&self, statements: &[String]) -> Result<()> {
         self.inner.execute_script(statements).await
+    }
+    async fn load_seed(&self, seed: &SeedLoad) -> Result<Option<u64>> {
+        self.inner.load_seed(seed).await
     }
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
         self.inner.catalog(schemas).await

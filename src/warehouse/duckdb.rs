@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use duckdb::{AccessMode, Config, Connection, InterruptHandle};
 
-use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, ObjectKind, Rows, Warehouse};
+use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, ObjectKind, Rows, SeedLoad, Warehouse};
 
 pub struct DuckDb {
     /// the database as named by the profile, resolved against the working directory
@@ -261,6 +261,11 @@ impl Warehouse for DuckDb {
             Ok(())
         })
         .await
+    }
+
+    async fn load_seed(&self, seed: &SeedLoad) -> Result<Option<u64>> {
+        // DuckDB reads the CSV itself
+        self.execute_counted(&crate::compile::duckdb_seed_sql(seed)).await
     }
 
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use async_trait::async_trait;
 
-use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, Rows, Warehouse};
+use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, Rows, SeedLoad, Warehouse};
 
 pub struct Latency {
     inner: Arc<dyn Warehouse>,
@@ -51,6 +51,10 @@ impl Warehouse for Latency {
     async fn execute_script(&self, statements: &[String]) -> Result<()> {
         tokio::time::sleep(self.delay * statements.len() as u32).await;
         self.inner.execute_script(statements).await
+    }
+    async fn load_seed(&self, seed: &SeedLoad) -> Result<Option<u64>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.load_seed(seed).await
     }
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
         tokio::time::sleep(self.delay).await;

@@ -72,6 +72,16 @@ pub struct CatalogEntry {
     pub rows: Option<u64>,
 }
 
+/// A seed to load: a local CSV file, checked at load time, and the column
+/// types the project sets for it.
+#[derive(Debug, Clone)]
+pub struct SeedLoad {
+    /// the relation it becomes, quoted for the dialect
+    pub target: String,
+    pub file: std::path::PathBuf,
+    pub column_types: std::collections::BTreeMap<String, String>,
+}
+
 /// Query results as text, the common ground of every warehouse.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Rows {
@@ -102,6 +112,8 @@ pub trait Warehouse: Send + Sync {
     /// Run statements in order in one session (temp tables, session
     /// settings), each committed on its own: not atomic.
     async fn execute_script(&self, statements: &[String]) -> Result<()>;
+    /// Load a seed CSV into its table (replacing it); the rows written.
+    async fn load_seed(&self, seed: &SeedLoad) -> Result<Option<u64>>;
     /// Tables and views in the given schemas.
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>>;
     /// Take the deploy lock of this production location, or say who holds it.
@@ -216,6 +228,12 @@ impl Warehouse for Recording {
         let t = Instant::now();
         let r = self.inner.execute_script(statements).await;
         self.record(&statements.join(";\n"), t, r.is_ok());
+        r
+    }
+    async fn load_seed(&self, seed: &SeedLoad) -> Result<Option<u64>> {
+        let t = Instant::now();
+        let r = self.inner.load_seed(seed).await;
+        self.record(&format!("-- load {} into {}", seed.file.display(), seed.target), t, r.is_ok());
         r
     }
     async fn catalog(&self, schemas: &[String]) -> Result<Vec<CatalogEntry>> {
