@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use tokio::task::JoinSet;
 
 use crate::compile::{model_statements, seed_statements, Compiler};
-use crate::gate::{self, TestVerdict};
+use crate::gate;
 use crate::graph::Dag;
 use crate::project::{Materialization, NodeId, NodeKind, TestKind};
 use crate::report::Progress;
@@ -589,16 +589,6 @@ impl Counts {
             }
         }
         c
-    }
-
-    pub fn verdict(&self) -> TestVerdict {
-        if self.failed > 0 || self.no_verdict > 0 {
-            TestVerdict::Block
-        } else if self.warned > 0 {
-            TestVerdict::Warn
-        } else {
-            TestVerdict::Pass
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use crate::project::{Node, Severity, TestKind};
+use crate::project::{Node, TestKind};
 use crate::render::Relation;
 use crate::warehouse::{Dialect, Rows};
 
@@ -67,23 +67,6 @@ pub fn read_result(rows: Rows) -> (u64, Rows) {
         rows: rows.rows.into_iter().map(|r| r.into_iter().skip(1).collect()).collect(),
     };
     (failures, sample)
-}
-
-/// What a test's failures mean for the gate.
-pub fn verdict(node: &Node, failures: u64) -> TestVerdict {
-    match (failures, node.severity()) {
-        (0, _) => TestVerdict::Pass,
-        (_, Severity::Warn) => TestVerdict::Warn,
-        (_, Severity::Error) => TestVerdict::Block,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TestVerdict {
-    Pass,
-    Warn,
-    Block,
 }
 
 /// A human description of a test for reports: `unique(order_id)` / singular file.

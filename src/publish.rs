@@ -296,7 +296,6 @@ pub async fn compare_rebuilt(
     d: Dialect,
     changes: &[Change],
     layout: &crate::compile::Layout,
-    _project: &crate::project::Project,
 ) -> Result<Vec<String>> {
     let mut differ = Vec::new();
     for c in changes.iter().filter(|c| matches!(c.desired, Desired::Rebuild { .. })) {

@@ -249,7 +249,7 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
 
     // wap: what was rebuilt in prod must be what was gated
     if strategy.steps.publish == Publish::Rebuild {
-        let differ = publish::compare_rebuilt(&**wh, dialect, changes, &session.layout, session.project()).await?;
+        let differ = publish::compare_rebuilt(&**wh, dialect, changes, &session.layout).await?;
         if !differ.is_empty() {
             let list = differ.join("; ");
             if strategy.param_str("verify").as_deref() == Some("warn") {
