@@ -65,6 +65,19 @@ def test_query_results_are_json_rowsets_in_snowflake_encoding(raw: RawClient) ->
     assert all(cell is None or isinstance(cell, str) for cell in data["rowset"][0])
 
 
+def test_null_timestamps_are_null_cells(raw: RawClient) -> None:
+    """A NULL TIMESTAMP_* (as in a nullable table column) is a null cell; fakesnow's
+    Arrow holds it as a struct of null fields, which must not reach the encoder."""
+    assert raw.login(databaseName="WIRE_DB", schemaName="S")["success"]
+    body = raw.query(
+        "select '2024-06-15 12:30:45.5'::timestamp_ntz as ntz, null::timestamp_ntz as n1, "
+        "null::timestamp_ltz as n2, null::timestamp_tz as n3"
+    )
+    assert body["success"], body
+    epoch = int(datetime.datetime(2024, 6, 15, 12, 30, 45, tzinfo=datetime.UTC).timestamp())
+    assert body["data"]["rowset"] == [[f"{epoch}.500000000", None, None, None]]
+
+
 def test_variant_cells_are_json_text(raw: RawClient) -> None:
     """VARIANT values travel as their JSON text in a JSON rowset."""
     assert raw.login(databaseName="WIRE_DB", schemaName="S")["success"]

@@ -93,6 +93,18 @@ def test_arrow_to_rowset_keeps_nulls_and_row_order() -> None:
     assert rowset.arrow_to_rowset("", rowtype) == []
 
 
+def test_arrow_to_rowset_null_timestamp_structs_are_null() -> None:
+    """fakesnow encodes a NULL timestamp as a struct whose fields are null."""
+    struct = pa.struct([("epoch", pa.int64()), ("fraction", pa.int32())])
+    ts = pa.array([{"epoch": 1, "fraction": 0}, {"epoch": None, "fraction": None}], struct)
+    table = pa.table({"TS": ts})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    encoded = base64.b64encode(sink.getvalue().to_pybytes()).decode()
+    assert rowset.arrow_to_rowset(encoded, [{"type": "timestamp_ntz", "scale": 3}]) == [["1.000"], [None]]
+
+
 def _held(store: GrantStore, name: tuple[str, ...]) -> set[tuple[str, str]]:
     return {(g.privilege, g.grantee) for g in store.on(name)}
 

@@ -48,10 +48,18 @@ def arrow_to_rowset(rowset_base64: str, rowtype: Sequence[dict[str, Any]]) -> li
     if table.num_columns != len(rowtype):
         raise ValueError(f"arrow result has {table.num_columns} columns but rowtype has {len(rowtype)}")
     columns = [
-        [None if v is None else encode(v) for v in table.column(i).to_pylist()]
+        [None if _is_null(v) else encode(v) for v in table.column(i).to_pylist()]
         for i, encode in enumerate(encoder(col) for col in rowtype)
     ]
     return [list(row) for row in zip(*columns, strict=False)] if columns else [[] for _ in range(table.num_rows)]
+
+
+def _is_null(value: Any) -> bool:
+    """SQL NULL. fakesnow sends a NULL timestamp as a struct whose fields are all
+    null (the struct itself is present), so such a struct is NULL too."""
+    if isinstance(value, dict):
+        return value.get("epoch") is None
+    return value is None
 
 
 def encoder(column: dict[str, Any]) -> Callable[[Any], str]:
