@@ -147,10 +147,21 @@ impl RunConfig {
             "type": self.profile.warehouse_type(),
             "threads": self.threads,
         });
-        let crate::project::profile::WarehouseSettings::DuckDb { path } = &self.profile.warehouse;
-        let db = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "memory".into());
-        t["database"] = serde_json::Value::String(db);
-        t["path"] = serde_json::Value::String(path.clone());
+        match &self.profile.warehouse {
+            crate::project::profile::WarehouseSettings::DuckDb { path } => {
+                let db = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "memory".into());
+                t["database"] = serde_json::Value::String(db);
+                t["path"] = serde_json::Value::String(path.clone());
+            }
+            // as dbt-snowflake's `target`: where and as whom, never the credential
+            crate::project::profile::WarehouseSettings::Snowflake(sf) => {
+                t["database"] = serde_json::json!(sf.database);
+                t["account"] = serde_json::json!(sf.account);
+                t["user"] = serde_json::json!(sf.user);
+                t["role"] = serde_json::json!(sf.role);
+                t["warehouse"] = serde_json::json!(sf.warehouse);
+            }
+        }
         t
     }
 

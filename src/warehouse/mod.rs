@@ -14,6 +14,7 @@
 pub mod autocommit;
 pub mod duckdb;
 pub mod latency;
+pub mod snowflake;
 mod dialect;
 
 use std::sync::{Arc, Mutex};
@@ -153,6 +154,10 @@ pub fn open(profile: &crate::project::profile::Profile, search_dirs: &[std::path
             } else {
                 db
             }
+        }
+        WarehouseSettings::Snowflake(settings) => {
+            let origin = format!("{} target '{}'", profile.file.display(), profile.target_name);
+            Arc::new(snowflake::Snowflake::open(settings.clone(), &profile.schema, origin, read_only)?)
         }
     })
 }
