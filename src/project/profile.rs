@@ -333,32 +333,38 @@ fn snowflake_auth(place: &Place, output: &Value) -> Result<SnowflakeAuth> {
 }
 
 /// The key as a PKCS#8 PEM, which the client reads. dbt-snowflake accepts a
-/// PEM or the base64 of the DER (no header lines); the latter is wrapped.
-/// The error says what is wrong without quoting the key.
+/// PEM or the base64 of the DER (no header lines). A PEM that went through
+/// an environment variable or a folded YAML string (line breaks as spaces or
+/// as `\n`) is re-wrapped. The error says what is wrong without quoting the key.
 fn pkcs8_pem(text: &str, has_passphrase: bool) -> std::result::Result<Secret, String> {
+    let text = text.replace("\\n", "\n");
     let text = text.trim();
-    if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
-        return Err("the key is PKCS#1 (`BEGIN RSA PRIVATE KEY`); Snowflake keys are PKCS#8: convert it with `openssl pkcs8 -topk8 -in KEY -out KEY.p8`".into());
+    let (label, body) = match pem_parts(text) {
+        Some(parts) => parts,
+        None if text.contains("-----BEGIN") => return Err("not a PEM private key (no matching `-----END …-----` line)".into()),
+        None => (if has_passphrase { "ENCRYPTED PRIVATE KEY" } else { "PRIVATE KEY" }, text),
+    };
+    match label {
+        "PRIVATE KEY" => {}
+        "ENCRYPTED PRIVATE KEY" if has_passphrase => {}
+        "ENCRYPTED PRIVATE KEY" => return Err("the key is encrypted; set `private_key_passphrase`".into()),
+        "RSA PRIVATE KEY" => return Err("the key is PKCS#1 (`BEGIN RSA PRIVATE KEY`); Snowflake keys are PKCS#8: convert it with `openssl pkcs8 -topk8 -in KEY -out KEY.p8`".into()),
+        other => return Err(format!("not a PKCS#8 private key (`BEGIN {other}`; expected `BEGIN PRIVATE KEY` or `BEGIN ENCRYPTED PRIVATE KEY`)")),
     }
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        if !has_passphrase {
-            return Err("the key is encrypted; set `private_key_passphrase`".into());
-        }
-        return Ok(Secret::new(text));
-    }
-    if text.contains("-----BEGIN PRIVATE KEY-----") {
-        return Ok(Secret::new(text));
-    }
-    if text.contains("-----BEGIN") {
-        return Err("not a PKCS#8 private key (expected `BEGIN PRIVATE KEY` or `BEGIN ENCRYPTED PRIVATE KEY`)".into());
-    }
-    let body: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
     if body.is_empty() || !body.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')) {
         return Err("not a PEM private key nor the base64 of one".into());
     }
-    let label = if has_passphrase { "ENCRYPTED PRIVATE KEY" } else { "PRIVATE KEY" };
     let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
     Ok(Secret::new(format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))))
+}
+
+/// `-----BEGIN L-----` body `-----END L-----` into (L, body).
+fn pem_parts(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("-----BEGIN ")?;
+    let (label, rest) = rest.split_once("-----")?;
+    let (body, _) = rest.split_once(&format!("-----END {label}-----"))?;
+    Some((label, body))
 }
 
 #[cfg(test)]
@@ -440,6 +446,14 @@ mod tests {
     }
 
     #[test]
+    fn a_pem_folded_into_one_line_is_rewrapped() {
+        let wrapped = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n";
+        for folded in ["-----BEGIN PRIVATE KEY----- MIIEvQIBADANBgkqhkiG9w0BAQEFAASC BKcwggSjAgEAAoIBAQC7 -----END PRIVATE KEY-----", &wrapped.replace('\n', "\\n")] {
+            assert_eq!(pkcs8_pem(folded, false).map(|k| k.expose().to_string()), Ok("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n".to_string()));
+        }
+    }
+
+    #[test]
     fn an_oauth_profile_takes_the_token() {
         let (_dir, profile) = load(&format!("{BASE}authenticator: oauth\ntoken: 'tok-123'"));
         assert_eq!(snowflake(&profile.expect("parses")).auth, SnowflakeAuth::OAuth(Secret::new("tok-123")));
@@ -455,8 +469,9 @@ mod tests {
     #[test]
     fn bad_keys_and_missing_fields_are_clear_and_never_echo_secrets() {
         let cases = [
-            (format!("{BASE}private_key: '-----BEGIN RSA PRIVATE KEY-----\n  abc'"), "PKCS#1"),
-            (format!("{BASE}private_key: '-----BEGIN ENCRYPTED PRIVATE KEY-----\n  abc'"), "set `private_key_passphrase`"),
+            (format!("{BASE}private_key: '-----BEGIN RSA PRIVATE KEY-----\n  abc\n  -----END RSA PRIVATE KEY-----'"), "PKCS#1"),
+            (format!("{BASE}private_key: '-----BEGIN ENCRYPTED PRIVATE KEY-----\n  abc\n  -----END ENCRYPTED PRIVATE KEY-----'"), "set `private_key_passphrase`"),
+            (format!("{BASE}private_key: '-----BEGIN PRIVATE KEY-----\n  abc'"), "no matching `-----END"),
             (format!("{BASE}authenticator: oauth"), "needs `token`"),
             (format!("{BASE}authenticator: externalbrowser\npassword: pw-secret-1"), "`authenticator: externalbrowser` is not supported"),
             (format!("{BASE}password: [pw-secret-1]"), "`password` must be a string"),

@@ -135,7 +135,10 @@ impl Snowflake {
             sf::ErrorKind::Auth => {
                 let why = e.snowflake_message().map(str::to_string).unwrap_or_else(|| chain(e));
                 let key = match &self.settings.auth {
-                    SnowflakeAuth::KeyPair { origin, .. } if e.snowflake_message().is_none() => format!(" (the key from {origin} in {})", self.origin),
+                    SnowflakeAuth::KeyPair { origin, passphrase, .. } if e.snowflake_message().is_none() => {
+                        let check = if passphrase.is_some() { "; is `private_key_passphrase` right?" } else { "" };
+                        format!(" (the key from {origin} in {}{check})", self.origin)
+                    }
                     _ => String::new(),
                 };
                 anyhow!("Snowflake login failed for user '{user}' on account '{account}': {why}{key}")
