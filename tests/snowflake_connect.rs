@@ -398,3 +398,129 @@ fn the_profile_debug_output_hides_the_password() {
     let shown = format!("{loaded:?}");
     assert!(!shown.contains(PASSWORD) && shown.contains("***"), "{shown}");
 }
+
+/// A fresh RSA key as PKCS#8 PEM in `dir` (by openssl), encrypted with
+/// `passphrase` when given; its path.
+fn rsa_key(dir: &std::path::Path, passphrase: Option<&str>) -> std::path::PathBuf {
+    let plain = dir.join("rsa_key.pem");
+    let made = std::process::Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(&plain).output().expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let Some(pass) = passphrase else { return plain };
+    let encrypted = dir.join("rsa_key.p8");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", &format!("pass:{pass}"), "-in"])
+        .arg(&plain)
+        .arg("-out")
+        .arg(&encrypted)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    encrypted
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_pair_and_oauth_profiles_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sf::unique_database("auth");
+    let plain = rsa_key(dir.path(), None);
+    let encrypted = rsa_key(dir.path(), Some("open sesame"));
+    let cases = [
+        vec![("private_key_path", plain.display().to_string())],
+        vec![("private_key_path", encrypted.display().to_string()), ("private_key_passphrase", "open sesame".into())],
+        vec![("private_key", std::fs::read_to_string(&plain).unwrap())],
+        vec![("authenticator", "oauth".into()), ("token", "an-access-token".into())],
+    ];
+    for extra in cases {
+        let mut profile = Profile::new(&db);
+        profile.password = String::new();
+        profile.extra = extra.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let wh = profile.open(dir.path());
+        assert_eq!(wh.query("SELECT 1 AS ONE").await.unwrap().rows, [text(&["1"])], "{:?}", extra.first());
+    }
+}
+
+#[test]
+fn a_wrong_key_passphrase_fails_deploy_clearly_without_showing_it() {
+    let s = Scratch::new();
+    let encrypted = rsa_key(s.path(), Some("right horse battery"));
+    let project = s.copy_fixture("shop");
+    let mut profile = Profile::new(&sf::unique_database("badkey"));
+    profile.password = String::new();
+    profile.extra = vec![("private_key_path".into(), encrypted.display().to_string()), ("private_key_passphrase".into(), PASSWORD.into())];
+    profile.write(&project);
+    let run = s.airlock(&project, &["deploy", "--profiles-dir", project.to_str().unwrap(), "-vv"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("Snowflake login failed for user 'tester' on account 'test': private key error"), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("(the key from private_key_path '{}' in", encrypted.display())), "{}", run.stderr);
+    assert!(!run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD), "{}\n{}", run.stdout, run.stderr);
+    let key = std::fs::read_to_string(&encrypted).unwrap();
+    let body = key.lines().nth(1).unwrap();
+    assert!(!run.stderr.contains(body), "the key was shown:\n{}", run.stderr);
+}
+
+/// A front that forwards logins to the emulator and holds every statement
+/// until Snowflake's abort-request for it arrives, then answers as Snowflake
+/// does for a cancelled statement. The emulator runs statements too fast (and
+/// fakesnow ignores aborts) to cancel one there.
+fn aborting_front() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let aborted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = aborted.clone();
+    let target = sf::emulator().port;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let aborted = seen.clone();
+            std::thread::spawn(move || {
+                let Some(request) = read_request(&mut client) else { return };
+                let text = String::from_utf8_lossy(&request).to_string();
+                let line = text.lines().next().unwrap_or_default().to_string();
+                let respond = |client: &mut TcpStream, body: &str| {
+                    let _ = client.write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes());
+                };
+                if line.contains("abort-request") {
+                    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+                    let id = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["requestId"].as_str().map(str::to_string)).unwrap_or_default();
+                    aborted.lock().unwrap().push(id);
+                    respond(&mut client, r#"{"success":true}"#);
+                } else if line.contains("query-request") {
+                    let started = Instant::now();
+                    while aborted.lock().unwrap().is_empty() && started.elapsed() < Duration::from_secs(20) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    respond(&mut client, r#"{"code":"000604","sqlState":"57014","message":"SQL execution canceled","success":false,"data":{"queryId":"q-1"}}"#);
+                } else if let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)) {
+                    let _ = upstream.write_all(&request);
+                    pipe(client, upstream);
+                }
+            });
+        }
+    });
+    (port, aborted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_aborts_the_statements_in_flight() {
+    let (port, aborted) = aborting_front();
+    let dir = tempfile::tempdir().unwrap();
+    let mut profile = Profile::new(&sf::unique_database("cancel"));
+    profile.port = port;
+    let wh = profile.open(dir.path());
+    let running = {
+        let wh = wh.clone();
+        tokio::spawn(async move { wh.execute("SELECT 'a long statement'").await })
+    };
+    // cancel once the statement is in flight (its login done)
+    let started = Instant::now();
+    while !running.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        wh.cancel().await;
+        if !aborted.lock().unwrap().is_empty() {
+            break;
+        }
+    }
+    let err = tokio::time::timeout(Duration::from_secs(10), running).await.expect("the statement ends").unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains("cancel"), "{err:#}");
+    assert_eq!(aborted.lock().unwrap().len(), 1, "one abort-request for the one statement");
+}

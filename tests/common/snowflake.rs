@@ -73,6 +73,8 @@ pub struct Profile {
     pub port: u16,
     pub protocol: String,
     pub threads: u32,
+    /// more keys of the target, as YAML values (`("authenticator", "oauth")`)
+    pub extra: Vec<(String, String)>,
 }
 
 impl Profile {
@@ -91,16 +93,16 @@ impl Profile {
             port: e.port,
             protocol: e.protocol.clone(),
             threads: 4,
+            extra: Vec::new(),
         }
     }
 
     pub fn yaml(&self) -> String {
         let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let mut out = format!(
-            "{}:\n  target: dev\n  outputs:\n    dev:\n      type: snowflake\n      account: test\n      user: {}\n      password: {}\n      database: {}\n      schema: {}\n      host: {}\n      port: {}\n      protocol: {}\n      threads: {}\n",
+            "{}:\n  target: dev\n  outputs:\n    dev:\n      type: snowflake\n      account: test\n      user: {}\n      database: {}\n      schema: {}\n      host: {}\n      port: {}\n      protocol: {}\n      threads: {}\n",
             self.name,
             q(&self.user),
-            q(&self.password),
             q(&self.database),
             q(&self.schema),
             q(&self.host),
@@ -108,10 +110,15 @@ impl Profile {
             self.protocol,
             self.threads
         );
-        for (key, value) in [("role", &self.role), ("warehouse", &self.warehouse)] {
+        // an empty password is left out (key-pair and OAuth profiles)
+        let password = (!self.password.is_empty()).then(|| self.password.clone());
+        for (key, value) in [("password", &password), ("role", &self.role), ("warehouse", &self.warehouse)] {
             if let Some(v) = value {
                 out.push_str(&format!("      {key}: {}\n", q(v)));
             }
+        }
+        for (key, value) in &self.extra {
+            out.push_str(&format!("      {key}: {}\n", q(value)));
         }
         out
     }
