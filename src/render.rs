@@ -185,6 +185,9 @@ pub struct Renderer {
     /// line numbers stay the user's
     import_prefix: String,
     target: Value,
+    /// whether templates of plain text and `ref`/`source` calls may skip
+    /// minijinja (see [`Renderer::render_plain`])
+    plain_ok: bool,
 }
 
 impl Renderer {
@@ -197,18 +200,92 @@ impl Renderer {
         env.add_function("is_incremental", is_incremental_fn);
         env.add_function("log", |_msg: Value, _kw: Kwargs| -> Result<String, Error> { Ok(String::new()) });
         let mut import_prefix = String::new();
+        let mut plain_ok = true;
         for file in macros {
             env.add_template_owned(file.name.clone(), file.source.clone())
                 .map_err(|e| anyhow!("{}", describe(&e, &file.name)))?;
             if !file.macros.is_empty() {
                 import_prefix.push_str(&format!("{{% from {:?} import {} %}}", file.name, file.macros.join(", ")));
             }
+            // a macro named ref/source shadows ours; top-level code in a macro
+            // file runs on every import: then every render goes through minijinja
+            plain_ok &= !file.macros.iter().any(|m| m == "ref" || m == "source") && only_macro_definitions(&file.source);
         }
-        Ok(Renderer { env, import_prefix, target: Value::from_serialize(&target) })
+        Ok(Renderer { env, import_prefix, target: Value::from_serialize(&target), plain_ok })
     }
 
     /// Render `source` (from file `name`) in `scope`. Errors name the file and line.
     pub fn render(&self, name: &str, source: &str, scope: &Arc<RenderScope>) -> Result<String> {
+        if let Some(out) = self.render_plain(source, scope) {
+            return Ok(out);
+        }
+        self.render_jinja(name, source, scope)
+    }
+
+    /// The fast path, for the common model: text with `{{ ref('m') }}`,
+    /// `{{ source('s', 't') }}` (names that resolve) and `{{ config(k=v) }}`
+    /// (plain literals) and no other Jinja. Gives exactly what minijinja gives
+    /// and records the same; None (minijinja renders it, and reports any
+    /// error) for anything else.
+    fn render_plain(&self, source: &str, scope: &RenderScope) -> Option<String> {
+        if !self.plain_ok {
+            return None;
+        }
+        let bytes = source.as_bytes();
+        let mut out = String::with_capacity(source.len() + 64);
+        let (mut refs, mut sources, mut config) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut copied, mut at) = (0, 0);
+        while let Some(found) = source[at..].find('{') {
+            let open = at + found;
+            match bytes.get(open + 1) {
+                Some(b'{') => {}
+                Some(b'%' | b'#') => return None,
+                _ => {
+                    at = open + 1;
+                    continue;
+                }
+            }
+            let end = open + 2 + source[open + 2..].find("}}")?;
+            let (func, args) = plain_call(&source[open + 2..end])?;
+            out.push_str(&source[copied..open]);
+            match (func, args.as_slice()) {
+                ("ref", [PlainArg::Str(model)]) => {
+                    let id = scope.names.refs.get(*model)?;
+                    out.push_str(&(scope.place)(id).rendered);
+                    refs.push(id.clone());
+                }
+                ("source", [PlainArg::Str(src), PlainArg::Str(table)]) => {
+                    let id = scope.names.sources.get(&(src.to_string(), table.to_string()))?;
+                    out.push_str(&(scope.place)(id).rendered);
+                    sources.push(id.clone());
+                }
+                ("config", kwargs) => {
+                    // minijinja hands keyword arguments over sorted by name
+                    let mut items = Vec::with_capacity(kwargs.len());
+                    for arg in kwargs {
+                        let PlainArg::Kw(key, value) = arg else { return None };
+                        items.push((key.to_string(), value.clone()));
+                    }
+                    items.sort_by(|a, b| a.0.cmp(&b.0));
+                    if items.windows(2).any(|w| w[0].0 == w[1].0) {
+                        return None;
+                    }
+                    config.extend(items);
+                }
+                _ => return None,
+            }
+            copied = end + 2;
+            at = copied;
+        }
+        out.push_str(&source[copied..]);
+        let mut recorded = scope.recorded.lock().expect("render scope poisoned");
+        recorded.refs.extend(refs);
+        recorded.sources.extend(sources);
+        recorded.config.extend(config);
+        Some(out)
+    }
+
+    fn render_jinja(&self, name: &str, source: &str, scope: &Arc<RenderScope>) -> Result<String> {
         let this = scope.this.clone().map(Value::from_object).unwrap_or(Value::UNDEFINED);
         let target = scope.target.as_ref().map(Value::from_serialize).unwrap_or_else(|| self.target.clone());
         let ctx = minijinja::context! {
@@ -224,6 +301,121 @@ impl Renderer {
                 None => anyhow!("{}", describe(&e, name)),
             }
         })
+    }
+}
+
+/// An argument of a call the fast path renders.
+#[derive(Debug)]
+enum PlainArg<'a> {
+    /// a string literal
+    Str(&'a str),
+    /// `key=literal`: a string, an integer, true/false or none
+    Kw(&'a str, serde_json::Value),
+}
+
+/// `ref('m')`, `source("s", 't')`, `config(materialized='table', x=1)`: a
+/// function name and literal arguments (no escapes, no whitespace control,
+/// no expressions), else None.
+fn plain_call(expr: &str) -> Option<(&str, Vec<PlainArg<'_>>)> {
+    if expr.starts_with(['-', '+']) || expr.ends_with(['-', '+']) {
+        return None;
+    }
+    let expr = expr.trim();
+    let open = expr.find('(')?;
+    let func = expr[..open].trim_end();
+    if !is_ident(func) {
+        return None;
+    }
+    let mut rest = expr[open + 1..].strip_suffix(')')?.trim();
+    let mut args = Vec::new();
+    while !rest.is_empty() {
+        let key_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let keyword = (key_len > 0).then(|| (&rest[..key_len], rest[key_len..].trim_start())).filter(|(k, r)| is_ident(k) && r.starts_with('=') && !r.starts_with("=="));
+        let arg;
+        (arg, rest) = match keyword {
+            Some((key, after)) => {
+                let (value, after) = plain_literal(after[1..].trim_start())?;
+                (PlainArg::Kw(key, value), after)
+            }
+            None => {
+                let (text, after) = plain_string(rest)?;
+                (PlainArg::Str(text), after)
+            }
+        };
+        args.push(arg);
+        rest = rest.trim_start();
+        if let Some(more) = rest.strip_prefix(',') {
+            rest = more.trim_start();
+            if rest.is_empty() {
+                return None;
+            }
+        } else if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some((func, args))
+}
+
+fn is_ident(s: &str) -> bool {
+    s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A quoted string without escapes at the start of `s`, and what follows it.
+fn plain_string(s: &str) -> Option<(&str, &str)> {
+    let quote = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let close = s[1..].find(quote)? + 1;
+    let text = &s[1..close];
+    (!text.contains('\\')).then_some((text, &s[close + 1..]))
+}
+
+/// A literal as minijinja reads it, as JSON: a string, an integer,
+/// true/false/none (either case); and what follows it.
+fn plain_literal(s: &str) -> Option<(serde_json::Value, &str)> {
+    if let Some((text, rest)) = plain_string(s) {
+        return Some((serde_json::Value::String(text.to_string()), rest));
+    }
+    let len = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(s.len());
+    let (word, rest) = s.split_at(len);
+    let value = match word {
+        "true" | "True" => serde_json::Value::Bool(true),
+        "false" | "False" => serde_json::Value::Bool(false),
+        "none" | "None" => serde_json::Value::Null,
+        _ if word.bytes().all(|b| b.is_ascii_digit()) && !word.is_empty() && (word == "0" || !word.starts_with('0')) => serde_json::Value::from(word.parse::<i64>().ok()?),
+        _ => return None,
+    };
+    Some((value, rest))
+}
+
+/// Whether a macro file holds only macro definitions (and whitespace and
+/// comments) at its top level, so importing it has no effect but the names.
+fn only_macro_definitions(source: &str) -> bool {
+    let mut depth = 0usize;
+    let mut rest = source;
+    loop {
+        let next = [rest.find("{%"), rest.find("{{"), rest.find("{#")].into_iter().flatten().min();
+        let Some(at) = next else { return depth > 0 || rest.trim().is_empty() };
+        if depth == 0 && !rest[..at].trim().is_empty() {
+            return false;
+        }
+        let tag = &rest[at..at + 2];
+        let close = match tag {
+            "{%" => "%}",
+            "{{" => "}}",
+            _ => "#}",
+        };
+        let Some(end) = rest[at + 2..].find(close) else { return false };
+        let inner = rest[at + 2..at + 2 + end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        match tag {
+            "{%" => match inner.split_whitespace().next().unwrap_or("") {
+                "macro" => depth += 1,
+                "endmacro" if depth > 0 => depth -= 1,
+                _ if depth == 0 => return false,
+                _ => {}
+            },
+            "{{" if depth == 0 => return false,
+            _ => {}
+        }
+        rest = &rest[at + 2 + end + 2..];
     }
 }
 
@@ -350,4 +542,73 @@ fn describe(e: &Error, fallback: &str) -> String {
 pub fn render_config_text(text: &str, name: &str) -> Result<String> {
     let env = base_env();
     env.render_named_str(name, text, ()).map_err(|e| anyhow!("{}", describe(&e, name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Arc<RenderScope> {
+        let refs = HashMap::from([("orders".to_string(), "model.p.orders".to_string())]);
+        let sources = HashMap::from([(("raw".to_string(), "pay".to_string()), "source.p.raw.pay".to_string())]);
+        let names = Arc::new(Names { project: "p".into(), refs, sources, disabled: HashMap::new() });
+        let place: Placement = Arc::new(|id: &str| Relation { database: None, schema: "s".into(), identifier: id.into(), rendered: format!("\"s\".\"{id}\"") });
+        RenderScope::new(names, place, None, false)
+    }
+
+    #[test]
+    fn plain_path_renders_and_records_as_minijinja_does() {
+        let r = Renderer::new(&[], BTreeMap::new(), serde_json::json!({})).unwrap();
+        for src in [
+            "select 1\n",
+            "select * from {{ ref('orders') }}\njoin {{source( \"raw\" , 'pay' )}} on 1 = 1\n\n",
+            "{{ref('orders')}}{{ ref(\"orders\") }}",
+            "x }} y {{ ref('orders') }} { not jinja }",
+            "{{ config(materialized='incremental', unique_key = \"id\") }}\nselect 1 from {{ ref('orders') }}",
+            "{{ config(enabled=false, full_refresh=True, n=12, z=none, alias='a') }}{{ config() }}",
+        ] {
+            let (a, b) = (scope(), scope());
+            let fast = r.render_plain(src, &a).unwrap_or_else(|| panic!("not plain: {src}"));
+            assert_eq!(fast, r.render_jinja("t.sql", src, &b).unwrap(), "{src}");
+            let (ra, rb) = (a.take(), b.take());
+            assert_eq!((ra.refs, ra.sources, ra.config), (rb.refs, rb.sources, rb.config), "{src}");
+        }
+        // anything else goes to minijinja, which also reports the errors
+        for src in [
+            "{{ ref('nope') }}",
+            "{{- ref('orders') }}",
+            "{{ ref('orders') -}}",
+            "{{ ref('orders').schema }}",
+            "{% if true %}{{ ref('orders') }}{% endif %}",
+            "{# c #}{{ ref('orders') }}",
+            "{{ ref('a\\'b') }}",
+            "{{ ref('orders', ) }}",
+            "{{ ref('p', 'orders') }}",
+            "{{ ref('orders') }",
+            "{{ config(tags=['a']) }}",
+            "{{ config(materialized=var('m')) }}",
+            "{{ config(n=1.5) }}",
+            "{{ config(n=-1) }}",
+            "{{ config(n=01) }}",
+            "{{ config(a=1, a=2) }}",
+            "{{ config('table') }}",
+            "{{ ref(m='orders') }}",
+            "{{ ref(orders) }}",
+        ] {
+            assert!(r.render_plain(src, &scope()).is_none(), "{src}");
+        }
+    }
+
+    #[test]
+    fn macro_files_with_top_level_code_or_a_ref_macro_turn_the_plain_path_off() {
+        assert!(only_macro_definitions("{# c #}\n{% macro a(x) %}{{ x }}{% if x %}y{% endif %}{% endmacro %}\n\n{%- macro b() -%}z{%- endmacro -%}\n"));
+        assert!(!only_macro_definitions("{% macro a() %}1{% endmacro %}\nselect {{ ref('x') }}"));
+        assert!(!only_macro_definitions("{% set x = ref('y') %}{% macro a() %}1{% endmacro %}"));
+        assert!(!only_macro_definitions("{% macro a() %}1{% endmacro %} stray text"));
+        let file = |source: &str, macros: &[&str]| MacroFile { name: "macros/m.sql".into(), source: source.into(), macros: macros.iter().map(|m| m.to_string()).collect() };
+        let plain = |files: &[MacroFile]| Renderer::new(files, BTreeMap::new(), serde_json::json!({})).unwrap().render_plain("{{ ref('orders') }}", &scope()).is_some();
+        assert!(plain(&[file("{% macro cents(c) %}{{ c }} / 100{% endmacro %}", &["cents"])]));
+        assert!(!plain(&[file("{% macro ref(m) %}x{% endmacro %}", &["ref"])]));
+        assert!(!plain(&[file("{% set x = 1 %}{% macro cents(c) %}{{ c }}{% endmacro %}", &["cents"])]));
+    }
 }

@@ -60,33 +60,38 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let mut by_name: HashMap<String, NodeId> = HashMap::new();
     let mut disabled: HashMap<String, String> = HashMap::new();
 
-    // models
+    // models: files read and configured in parallel, inserted in file order
+    let mut model_files = Vec::new();
     for dir in &model_dirs {
-        for path in walk(&root, dir, "sql")? {
-            let rel = rel_path(&root, &path);
-            let stem = file_stem(&path);
-            let raw_sql = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
-            let fqn = fqn_of(&name, dir, &root, &path);
-            let mut config = NodeConfig::default();
-            apply_tree(&file.models, &fqn, &mut config, "dbt_project.yml")?;
-            let id = format!("model.{name}.{stem}");
-            let node = Node {
-                id: id.clone(),
-                kind: NodeKind::Model,
-                name: stem.clone(),
-                path: PathBuf::from(&rel),
-                fqn,
-                config,
-                raw_sql,
-                depends_on: BTreeSet::new(),
-                materialization: Materialization::View,
-                attached_to: None,
-                test: None,
-                source_relation: None,
-                seed_file: None,
-            };
-            insert_unique(&mut nodes, &mut by_name, node)?;
-        }
+        model_files.extend(walk(&root, dir, "sql")?.into_iter().map(|path| (dir, path)));
+    }
+    let read_models = par_map(&model_files, |(dir, path)| -> Result<_> {
+        let rel = rel_path(&root, path);
+        let raw_sql = std::fs::read_to_string(path).with_context(|| format!("cannot read {rel}"))?;
+        let fqn = fqn_of(&name, dir, &root, path);
+        let mut config = NodeConfig::default();
+        apply_tree(&file.models, &fqn, &mut config, "dbt_project.yml")?;
+        Ok((rel, file_stem(path), raw_sql, fqn, config))
+    });
+    for read in read_models {
+        let (rel, stem, raw_sql, fqn, config) = read?;
+        let id = format!("model.{name}.{stem}");
+        let node = Node {
+            id: id.clone(),
+            kind: NodeKind::Model,
+            name: stem.clone(),
+            path: PathBuf::from(&rel),
+            fqn,
+            config,
+            raw_sql,
+            depends_on: BTreeSet::new(),
+            materialization: Materialization::View,
+            attached_to: None,
+            test: None,
+            source_relation: None,
+            seed_file: None,
+        };
+        insert_unique(&mut nodes, &mut by_name, node)?;
     }
 
     // seeds
@@ -120,85 +125,92 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // YAML properties: sources, model/seed properties, generic tests
     let mut decls: Vec<(NodeId, TestDecl, String)> = Vec::new();
     let mut sources: HashMap<(String, String), NodeId> = HashMap::new();
+    let mut yaml_files = Vec::new();
     for dir in model_dirs.iter().chain(seed_dirs.iter()) {
         let mut files = walk(&root, dir, "yml")?;
         files.extend(walk(&root, dir, "yaml")?);
         files.sort();
-        for path in files {
-            let rel = rel_path(&root, &path);
-            let props = properties::read(&path, &rel)?;
-            for src in props.sources {
-                for table in src.tables {
-                    let id = format!("source.{name}.{}.{}", src.name, table.name);
-                    let mut config = NodeConfig::default();
-                    apply_config(&mut config, "meta", &src.meta, &rel)?;
-                    apply_config(&mut config, "meta", &src.config.get("meta").cloned().unwrap_or(Value::Null), &rel)?;
-                    if let Some(loc) = src.config.get("external_location") {
-                        apply_config(&mut config, "external_location", loc, &rel)?;
-                    }
-                    apply_config(&mut config, "meta", &table.meta, &rel)?;
-                    if let Some(loc) = table.config.get("external_location") {
-                        apply_config(&mut config, "external_location", loc, &rel)?;
-                    }
-                    let identifier = table.identifier.clone().unwrap_or_else(|| table.name.clone());
-                    if let Some(loc) = &mut config.external_location {
-                        *loc = loc.replace("{name}", &table.name).replace("{identifier}", &identifier);
-                    }
-                    let schema = match &src.schema {
-                        Some(text) => match values.string(text, &rel)? {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        },
-                        None => src.name.clone(),
-                    };
-                    if sources.insert((src.name.clone(), table.name.clone()), id.clone()).is_some() {
-                        bail!("{rel}: source '{}.{}' is declared twice", src.name, table.name);
-                    }
-                    let owner = format!("source '{}.{}'", src.name, table.name);
-                    collect_tests(&mut decls, &id, &owner, &rel, &table.columns, &table.tests)?;
-                    nodes.insert(
-                        id.clone(),
-                        Node {
-                            id,
-                            kind: NodeKind::Source,
-                            name: format!("{}.{}", src.name, table.name),
-                            path: PathBuf::from(&rel),
-                            fqn: vec![name.clone(), src.name.clone(), table.name.clone()],
-                            config,
-                            raw_sql: String::new(),
-                            depends_on: BTreeSet::new(),
-                            materialization: Materialization::View,
-                            attached_to: None,
-                            test: None,
-                            source_relation: Some((schema, identifier)),
-                            seed_file: None,
-                        },
-                    );
+        yaml_files.extend(files);
+    }
+    // parsed in parallel, applied in order
+    let parsed = par_map(&yaml_files, |path| {
+        let rel = rel_path(&root, path);
+        let props = properties::read(path, &rel);
+        (rel, props)
+    });
+    for (rel, props) in parsed {
+        let props = props?;
+        for src in props.sources {
+            for table in src.tables {
+                let id = format!("source.{name}.{}.{}", src.name, table.name);
+                let mut config = NodeConfig::default();
+                apply_config(&mut config, "meta", &src.meta, &rel)?;
+                apply_config(&mut config, "meta", &src.config.get("meta").cloned().unwrap_or(Value::Null), &rel)?;
+                if let Some(loc) = src.config.get("external_location") {
+                    apply_config(&mut config, "external_location", loc, &rel)?;
                 }
+                apply_config(&mut config, "meta", &table.meta, &rel)?;
+                if let Some(loc) = table.config.get("external_location") {
+                    apply_config(&mut config, "external_location", loc, &rel)?;
+                }
+                let identifier = table.identifier.clone().unwrap_or_else(|| table.name.clone());
+                if let Some(loc) = &mut config.external_location {
+                    *loc = loc.replace("{name}", &table.name).replace("{identifier}", &identifier);
+                }
+                let schema = match &src.schema {
+                    Some(text) => match values.string(text, &rel)? {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    },
+                    None => src.name.clone(),
+                };
+                if sources.insert((src.name.clone(), table.name.clone()), id.clone()).is_some() {
+                    bail!("{rel}: source '{}.{}' is declared twice", src.name, table.name);
+                }
+                let owner = format!("source '{}.{}'", src.name, table.name);
+                collect_tests(&mut decls, &id, &owner, &rel, &table.columns, &table.tests)?;
+                nodes.insert(
+                    id.clone(),
+                    Node {
+                        id,
+                        kind: NodeKind::Source,
+                        name: format!("{}.{}", src.name, table.name),
+                        path: PathBuf::from(&rel),
+                        fqn: vec![name.clone(), src.name.clone(), table.name.clone()],
+                        config,
+                        raw_sql: String::new(),
+                        depends_on: BTreeSet::new(),
+                        materialization: Materialization::View,
+                        attached_to: None,
+                        test: None,
+                        source_relation: Some((schema, identifier)),
+                        seed_file: None,
+                    },
+                );
             }
-            for (resources, kind) in [(props.models, NodeKind::Model), (props.seeds, NodeKind::Seed)] {
-                for res in resources {
-                    let id = format!("{}.{name}.{}", kind.as_str(), res.name);
-                    let Some(node) = nodes.get_mut(&id) else {
-                        let candidates: Vec<&str> = by_name.keys().map(String::as_str).collect();
-                        bail!(
-                            "{rel}: properties for {} '{}', which has no file{}",
-                            kind.as_str(),
-                            res.name,
-                            crate::suggest::hint(&res.name, candidates)
-                        );
-                    };
-                    if let Value::Object(cfg) = &values.tree(&res.config, &rel)? {
-                        for (k, v) in cfg {
-                            apply_config(&mut node.config, k, v, &rel)?;
-                        }
+        }
+        for (resources, kind) in [(props.models, NodeKind::Model), (props.seeds, NodeKind::Seed)] {
+            for res in resources {
+                let id = format!("{}.{name}.{}", kind.as_str(), res.name);
+                let Some(node) = nodes.get_mut(&id) else {
+                    let candidates: Vec<&str> = by_name.keys().map(String::as_str).collect();
+                    bail!(
+                        "{rel}: properties for {} '{}', which has no file{}",
+                        kind.as_str(),
+                        res.name,
+                        crate::suggest::hint(&res.name, candidates)
+                    );
+                };
+                if let Value::Object(cfg) = &values.tree(&res.config, &rel)? {
+                    for (k, v) in cfg {
+                        apply_config(&mut node.config, k, v, &rel)?;
                     }
-                    if !res.tags.is_null() {
-                        apply_config(&mut node.config, "tags", &values.tree(&res.tags, &rel)?, &rel)?;
-                    }
-                    let owner = format!("{} '{}'", kind.as_str(), res.name);
-                    collect_tests(&mut decls, &id, &owner, &rel, &res.columns, &res.tests)?;
                 }
+                if !res.tags.is_null() {
+                    apply_config(&mut node.config, "tags", &values.tree(&res.tags, &rel)?, &rel)?;
+                }
+                let owner = format!("{} '{}'", kind.as_str(), res.name);
+                collect_tests(&mut decls, &id, &owner, &rel, &res.columns, &res.tests)?;
             }
         }
     }
@@ -223,19 +235,21 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let renderer = Renderer::new(&macros, vars.clone(), target)?;
 
     // Render every model once to find refs, sources and config(); a model is
-    // one statement (user SQL never reaches the warehouse as a batch)
+    // one statement (user SQL never reaches the warehouse as a batch).
+    // Rendered in parallel; results applied (and the first error reported) in order
     let placeholder = placeholder_placement(&nodes);
-    let model_ids: Vec<NodeId> = nodes.values().filter(|n| n.kind == NodeKind::Model).map(|n| n.id.clone()).collect();
-    for id in &model_ids {
-        let node = &nodes[id];
-        let this = placeholder(id);
-        let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(this), false);
+    let models: Vec<&Node> = nodes.values().filter(|n| n.kind == NodeKind::Model).collect();
+    let renders = par_map(&models, |node| -> Result<_> {
+        let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(&node.id)), false);
         let path = node.path.display().to_string();
         let rendered = renderer.render(&path, &node.raw_sql, &scope)?;
         one_statement(&rendered, &path, "a model is one SELECT")?;
-        let rec = scope.take();
+        Ok((node.id.clone(), path, scope.take()))
+    });
+    for render in renders {
+        let (id, path, rec) = render?;
         let origin = format!("config() in {path}");
-        let node = nodes.get_mut(id).expect("present");
+        let node = nodes.get_mut(&id).expect("present");
         for (k, v) in &rec.config {
             apply_config(&mut node.config, k, v, &origin)?;
         }
@@ -385,6 +399,23 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     nodes.retain(|_, n| !(n.kind == NodeKind::Test && n.config.enabled == Some(false)));
 
     Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end }, renderer, names })
+}
+
+/// `f` over `items` on up to as many threads as there are cores, results in
+/// the order of `items` (so errors and everything built from them stay
+/// deterministic). Small inputs stay on this thread.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const MIN_PER_THREAD: usize = 64;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len() / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
 }
 
 /// Move disabled models and seeds out of the project, keeping their names for
