@@ -1,7 +1,8 @@
 //! Smoke run of the benchmark pieces with tiny sizes (the benchmarks
 //! themselves are not part of the test command): the generated project deploys
-//! and passes its gate, and bounded publish through the latency wrapper
-//! publishes every table. No timing is asserted here.
+//! and passes its gate, B3's latency variable slows the warehouse a real
+//! deploy uses, and bounded publish through the latency wrapper publishes every
+//! table. No timing is asserted here.
 
 mod common;
 
@@ -45,6 +46,35 @@ fn generated_project_deploys_green() {
     let lines = std::fs::read_to_string(&log).unwrap();
     let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     assert!(first["micros"].is_u64() && first["start_us"].is_u64() && first["sql"].is_string());
+}
+
+/// B3 times `deploy` through `AIRLOCK_BENCH_LATENCY_MS`: the variable must
+/// wrap the warehouse deploy really uses, and the deploy must still publish.
+#[test]
+fn bench_latency_wraps_the_deploy_warehouse() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("marts");
+    let gen = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/gen_project.py"))
+        .args(["--models", "6", "--shape", "marts", "--out"])
+        .arg(&project)
+        .output()
+        .expect("python3 runs the generator");
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .current_dir(dir.path())
+        .args(["deploy", "--strategy", "wac", "--threads", "4", "--format", "json", "--project-dir"])
+        .arg(&project)
+        .env("BENCH_DB", dir.path().join("bench.duckdb"))
+        .env("AIRLOCK_BENCH_LATENCY_MS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "published");
+    assert!(v["warehouse"].as_str().unwrap().contains("+1 ms per statement"), "{stdout}");
+    assert_eq!(v["published"].as_array().unwrap().len(), 6, "{stdout}");
 }
 
 #[test]

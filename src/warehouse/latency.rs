@@ -1,11 +1,13 @@
 //! A warehouse wrapper that adds a fixed delay to every statement, standing in
 //! for a remote warehouse's round trip. Used by benchmarks and tests only, to
-//! measure what airlock's concurrency buys when each statement is slow.
+//! measure what airlock's concurrency buys when each statement is slow:
+//! `AIRLOCK_BENCH_LATENCY_MS=N` wraps the warehouse every command opens
+//! (benchmark B3 times a real `deploy` this way).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 
 use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, Rows, SeedLoad, Warehouse};
@@ -18,6 +20,21 @@ pub struct Latency {
 impl Latency {
     pub fn new(inner: Arc<dyn Warehouse>, delay: Duration) -> Self {
         Latency { inner, delay }
+    }
+}
+
+/// Benchmarks only: the variable that makes every opened warehouse slow.
+pub const BENCH_ENV: &str = "AIRLOCK_BENCH_LATENCY_MS";
+
+/// `inner`, or `inner` behind a [`Latency`] of `$AIRLOCK_BENCH_LATENCY_MS`
+/// milliseconds when that is set (inert when unset or empty).
+pub fn from_env(inner: Arc<dyn Warehouse>) -> Result<Arc<dyn Warehouse>> {
+    match std::env::var(BENCH_ENV) {
+        Ok(ms) if !ms.trim().is_empty() => {
+            let ms: u64 = ms.trim().parse().with_context(|| format!("{BENCH_ENV}={ms}: expected milliseconds"))?;
+            Ok(Arc::new(Latency::new(inner, Duration::from_millis(ms))))
+        }
+        _ => Ok(inner),
     }
 }
 

@@ -136,7 +136,8 @@ pub trait Warehouse: Send + Sync {
 /// write (a missing DuckDB file is an empty warehouse, not created).
 pub fn open(profile: &crate::project::profile::Profile, search_dirs: &[std::path::PathBuf], read_only: bool) -> Result<Arc<dyn Warehouse>> {
     use crate::project::profile::WarehouseSettings;
-    Ok(match &profile.warehouse {
+    // benchmarks only (B3): AIRLOCK_BENCH_LATENCY_MS adds a delay to every statement
+    latency::from_env(match &profile.warehouse {
         WarehouseSettings::DuckDb { path } => {
             let in_memory = path.is_empty() || path == ":memory:";
             if in_memory && !read_only {
