@@ -45,6 +45,7 @@ import sys
 import time
 
 MARKER = ".bench-project.json"
+MANIFEST = ".bench-manifest.json"  # models, schemas, materializations, tests: read by floor.py
 GROUP_SIZE = 500  # models per folder (and per schema.yml)
 SEED_ROWS = 1000
 MOD = 100000  # every amount stays below this
@@ -118,9 +119,11 @@ class Model:
         self.tests: list[tuple[str, str, dict]] = []   # (column, test, args)
 
 
-def layer_sizes(n: int) -> tuple[int, int, int]:
+def layer_sizes(n: int, shape: str = "layers") -> tuple[int, int, int]:
     if n < 5:
         raise SystemExit("--models must be at least 5")
+    if shape == "marts":  # B3: n mart tables over 3 staging views
+        return 3, 0, n
     stg = max(3, round(n * 0.2))
     marts = max(1, round(n * 0.3))
     inter = n - stg - marts
@@ -217,8 +220,8 @@ def derived_sql(m: Model, rng: random.Random) -> str:
         + "".join(j + "\n" for j in joins))
 
 
-def build_models(n: int, rng: random.Random) -> list[Model]:
-    n_stg, n_int, n_mart = layer_sizes(n)
+def build_models(n: int, rng: random.Random, shape: str = "layers") -> list[Model]:
+    n_stg, n_int, n_mart = layer_sizes(n, shape)
     models: list[Model] = []
     by_name: dict[str, Model] = {}
     staging: list[str] = []
@@ -275,7 +278,7 @@ def build_models(n: int, rng: random.Random) -> list[Model]:
 
     for i in range(n_mart):
         m = Model("mart_%05d" % i, "marts", i)
-        if rng.random() < 0.10:
+        if rng.random() < 0.10 and shape != "marts":
             m.mat = "view"
         r = rng.random()
         if marts and r < 0.10:
@@ -391,11 +394,15 @@ bench:
 
 # --------------------------------------------------------------------------- main
 
-def generate(n: int, out: str, seed: int = 42) -> dict:
-    """Write the project into `out` and return a summary dict."""
+def generate(n: int, out: str, seed: int = 42, shape: str = "layers") -> dict:
+    """Write the project into `out` and return a summary dict. `shape`:
+    "layers" (staging / intermediate / marts) or "marts" (n mart tables over
+    3 staging views: the B3 publish project)."""
+    if shape not in ("layers", "marts"):
+        raise SystemExit("unknown shape %r (layers | marts)" % shape)
     rng = random.Random(seed)
     seeds = make_seeds(rng)
-    models = build_models(n, rng)
+    models = build_models(n, rng, shape)
 
     if os.path.exists(out):
         if os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
@@ -409,7 +416,10 @@ def generate(n: int, out: str, seed: int = 42) -> dict:
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
 
-    write("dbt_project.yml", DBT_PROJECT.format(n=n, seed=seed))
+    header = DBT_PROJECT.format(n=n, seed=seed)
+    if shape != "layers":
+        header = header.replace("--seed %d\n" % seed, "--seed %d --shape %s\n" % (seed, shape), 1)
+    write("dbt_project.yml", header)
     write("profiles.yml", PROFILES)
     os.makedirs(os.path.join(out, "seeds"))
     for name, text in seeds.items():
@@ -431,9 +441,10 @@ def generate(n: int, out: str, seed: int = 42) -> dict:
         k = m.mat or defaults[m.layer]
         mats[k] = mats.get(k, 0) + 1
     summary = {
-        "models": n,
+        "models": len(models),
         "seed": seed,
-        "layers": dict(zip(("staging", "intermediate", "marts"), layer_sizes(n))),
+        "shape": shape,
+        "layers": dict(zip(("staging", "intermediate", "marts"), layer_sizes(n, shape))),
         "materializations": dict(sorted(mats.items())),
         "tests": sum(len(m.tests) for m in models),
         "refs": sum(len(m.parents) for m in models),
@@ -442,6 +453,19 @@ def generate(n: int, out: str, seed: int = 42) -> dict:
         "prod_relations": len(seeds) + sum(1 for m in models if m.mat != "ephemeral"),
     }
     write(MARKER, json.dumps(summary, indent=2) + "\n")
+    # what B0 (benches/floor.py) needs besides the SQL files: where each model
+    # lives, how it materializes and its tests (the same as the YAML says)
+    manifest = {
+        "seeds": sorted(seeds),
+        "models": [{
+            "name": m.name,
+            "file": "models/%s/g%03d/%s.sql" % (m.layer, m.index // GROUP_SIZE, m.name),
+            "schema": "main_marts" if m.layer == "marts" else "main",
+            "materialized": m.mat or defaults[m.layer],
+            "tests": [[col, test, args] for col, test, args in m.tests],
+        } for m in models],
+    }
+    write(MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return summary
 
 
@@ -450,9 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, required=True, help="number of models (>= 5)")
     ap.add_argument("--out", required=True, help="project directory to (re)write")
     ap.add_argument("--seed", type=int, default=42, help="RNG seed (default 42)")
+    ap.add_argument("--shape", default="layers", choices=("layers", "marts"),
+                    help="layers (default): staging/intermediate/marts; marts: N mart tables over 3 staging views (B3)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    summary = generate(args.models, args.out, args.seed)
+    summary = generate(args.models, args.out, args.seed, args.shape)
     dt_s = time.perf_counter() - t0
     print("generated %d models (%s), %d tests, %d refs in %s in %.2f s" % (
         summary["models"],
