@@ -42,6 +42,11 @@ impl Catalog {
     pub fn is_table(&self, schema: &str, name: &str) -> bool {
         self.get(schema, name).is_some_and(|e| e.kind == ObjectKind::Table)
     }
+    /// Whether prod holds anything in `schema` (an empty schema counts as none).
+    pub fn has_objects_in(&self, schema: &str) -> bool {
+        let schema = if self.fold_case { schema.to_lowercase() } else { schema.to_string() };
+        self.objects.keys().any(|(s, _)| *s == schema)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -121,14 +126,14 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             }
             let up = project.node(&dep);
             let schema = layout.prod_schema(up);
-            if prod.get(&schema, up.identifier()).is_none() {
+            if prod.get(&schema, &layout.ident(up)).is_none() {
                 if node.kind == NodeKind::Test {
                     // fail closed: a test that cannot run gives no verdict, and that blocks
                     let why = format!(
                         "cannot run: it reads {} '{}', which is neither selected nor in prod ({})",
                         up.kind.as_str(),
                         up.name,
-                        layout.dialect.relation(&schema, up.identifier())
+                        layout.dialect.relation(&schema, &layout.ident(up))
                     );
                     unrunnable.insert(id.clone(), why);
                     break;
@@ -138,7 +143,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                     node.path.display(),
                     up.kind.as_str(),
                     up.name,
-                    layout.dialect.relation(&schema, up.identifier()),
+                    layout.dialect.relation(&schema, &layout.ident(up)),
                     node.name
                 );
             }
@@ -203,7 +208,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                 let prod_schema = layout.prod_schema(node);
                 let incremental = node.materialization == Materialization::Incremental
                     && !crate::project::Project::full_refresh(node, *full_refresh)
-                    && prod.is_table(&prod_schema, node.identifier());
+                    && prod.is_table(&prod_schema, &layout.ident(node));
                 let sql = compiler
                     .select_sql(node, &place, Some(target.clone()), incremental)
                     .with_context(|| format!("rendering model {}", node.name))?;

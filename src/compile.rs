@@ -22,23 +22,42 @@ pub struct Layout {
     pub audit_pattern: String,
     /// relative file reads resolve against these, in order
     pub search_dirs: Vec<PathBuf>,
+    /// names that keep their case (dbt's `quoting:`); the rest fold as the
+    /// warehouse folds unquoted identifiers
+    pub quoting: crate::project::Quoting,
 }
 
 impl Layout {
+    /// A schema name as the warehouse holds it (Snowflake: upper case,
+    /// unless `quoting: schema: true`).
+    pub fn schema_name(&self, name: &str) -> String {
+        if self.quoting.schema { name.to_string() } else { self.dialect.fold(name) }
+    }
+
+    /// An object name as the warehouse holds it.
+    pub fn object_name(&self, name: &str) -> String {
+        if self.quoting.identifier { name.to_string() } else { self.dialect.fold(name) }
+    }
+
     /// dbt's generate_schema_name: custom schemas are appended to the target's.
     pub fn prod_schema(&self, node: &Node) -> String {
         match node.config.schema.as_deref().map(str::trim) {
-            Some(custom) if !custom.is_empty() => format!("{}_{custom}", self.target_schema),
-            _ => self.target_schema.clone(),
+            Some(custom) if !custom.is_empty() => self.schema_name(&format!("{}_{custom}", self.target_schema)),
+            _ => self.schema_name(&self.target_schema),
         }
     }
 
     pub fn audit_schema(&self, prod_schema: &str) -> String {
-        self.audit_pattern.replace("{schema}", prod_schema)
+        self.schema_name(&self.audit_pattern.replace("{schema}", prod_schema))
+    }
+
+    /// A node's object name in the warehouse (its alias or name, folded).
+    pub fn ident(&self, node: &Node) -> String {
+        self.object_name(node.identifier())
     }
 
     pub fn relation(&self, schema: &str, node: &Node) -> Relation {
-        let ident = node.identifier().to_string();
+        let ident = self.ident(node);
         Relation { database: None, schema: schema.to_string(), identifier: ident.clone(), rendered: self.dialect.relation(schema, &ident) }
     }
 
@@ -53,7 +72,11 @@ impl Layout {
     /// A source: its declared table, or a file read for `external_location`.
     pub fn source_relation(&self, node: &Node) -> Relation {
         let (schema, ident) = node.source_relation.clone().unwrap_or_default();
-        let rendered = match &node.config.external_location {
+        let (schema, ident) = (self.schema_name(&schema), self.object_name(&ident));
+        // `external_location` is dbt-duckdb's: elsewhere a source is a table,
+        // as dbt-snowflake and dbt-bigquery read it
+        let external = node.config.external_location.as_ref().filter(|_| self.dialect == Dialect::DuckDb);
+        let rendered = match external {
             Some(loc) if loc.contains('(') => loc.clone(),
             Some(loc) => self.dialect.literal(&self.resolve_file(loc)),
             None => self.dialect.relation(&schema, &ident),
@@ -214,18 +237,22 @@ pub fn model_statements(dialect: Dialect, node: &Node, target: &Relation, sql: &
                 if base.rendered != target.rendered {
                     stmts.push(format!("CREATE OR REPLACE TABLE {} AS SELECT * FROM {}", target.rendered, base.rendered));
                 }
-                let tmp = dialect.quote(&format!("airlock_new_{}", node.identifier()));
+                let tmp_name = dialect.fold(&format!("airlock_new_{}", node.identifier()));
+                // Snowflake: the temp table lives beside its target, never in
+                // whatever schema the session happens to be in (as dbt-snowflake
+                // does); DuckDB and BigQuery keep temp tables apart from schemas
+                let tmp = if dialect == Dialect::Snowflake { dialect.relation(&target.schema, &tmp_name) } else { dialect.quote(&tmp_name) };
                 stmts.push(format!("CREATE OR REPLACE TEMP TABLE {tmp} AS\n{sql}"));
                 if let Some(keys) = &node.config.unique_key {
                     let cond = keys
                         .iter()
                         .map(|k| {
-                            let k = dialect.quote(k.trim());
-                            format!("{tmp}.{k} = {}.{k}", dialect.quote(&target.identifier))
+                            let k = dialect.quote(&dialect.fold(k.trim()));
+                            format!("airlock_new.{k} = {}.{k}", dialect.quote(&target.identifier))
                         })
                         .collect::<Vec<_>>()
                         .join(" AND ");
-                    stmts.push(format!("DELETE FROM {} WHERE EXISTS (SELECT 1 FROM {tmp} WHERE {cond})", target.rendered));
+                    stmts.push(format!("DELETE FROM {} WHERE EXISTS (SELECT 1 FROM {tmp} AS airlock_new WHERE {cond})", target.rendered));
                 }
                 // DuckDB matches columns by name; elsewhere the model keeps its column order
                 let by_name = if dialect == Dialect::DuckDb { " BY NAME" } else { "" };

@@ -13,7 +13,8 @@ pub const SAMPLE_ROWS: usize = 5;
 
 /// The query that returns the failing rows of a generic test.
 pub fn generic_test_sql(dialect: Dialect, name: &str, column: &str, args: &serde_json::Map<String, Value>, model: &Relation, to: Option<&Relation>) -> Result<String> {
-    let col = dialect.quote(column);
+    // dbt writes the column unquoted: it folds as the warehouse folds names
+    let col = dialect.quote(&dialect.fold(column));
     Ok(match name {
         "not_null" => format!("SELECT * FROM {} WHERE {col} IS NULL", model.rendered),
         "unique" => format!(
@@ -41,7 +42,7 @@ pub fn generic_test_sql(dialect: Dialect, name: &str, column: &str, args: &serde
         "relationships" => {
             let Some(to) = to else { bail!("relationships needs 'to'") };
             let field = args.get("field").and_then(Value::as_str).unwrap_or("id");
-            let field = dialect.quote(field);
+            let field = dialect.quote(&dialect.fold(field));
             format!(
                 "SELECT child.{col} AS from_field FROM {} AS child LEFT JOIN {} AS parent ON child.{col} = parent.{field} \
                  WHERE child.{col} IS NOT NULL AND parent.{field} IS NULL",

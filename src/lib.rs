@@ -11,6 +11,7 @@ pub mod compile;
 pub mod config;
 pub mod failpoint;
 pub mod gate;
+pub mod grants;
 pub mod graph;
 pub mod interrupt;
 pub mod ledger;

@@ -51,7 +51,7 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
         for node in project.relations() {
             let rebuilt_fresh = selected.contains(&node.id) && node.materialization != Materialization::Incremental;
             let refresh = crate::project::Project::full_refresh(node, session.cfg.full_refresh);
-            if !rebuilt_fresh && node.materialization != Materialization::View && prod.is_table(&layout.prod_schema(node), node.identifier()) && !refresh {
+            if !rebuilt_fresh && node.materialization != Materialization::View && prod.is_table(&layout.prod_schema(node), &layout.ident(node)) && !refresh {
                 staged.insert(node.id.clone());
             }
         }
@@ -63,8 +63,11 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
     let mut prep = Vec::new();
     let location_clone = strategy.steps.stage == Stage::CloneProd && strategy.template(d, "clone_location").is_some();
     for (p, a) in &locations {
-        if location_clone {
+        if location_clone && prod.has_objects_in(p) {
             prep.push(strategy.render(d, "clone_location", &[("source", &d.quote(p)), ("target", &d.quote(a))])?);
+        } else if location_clone {
+            // the first deploy: no prod to start from
+            prep.push(format!("CREATE OR REPLACE SCHEMA {}", d.quote(a)));
         } else {
             prep.push(format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(a)));
             prep.push(format!("CREATE SCHEMA {}", d.quote(a)));
@@ -80,7 +83,7 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
             let node = project.node(id);
             let (source, target) = (layout.prod_relation(node).rendered, layout.audit_relation(node).rendered);
             prep.push(strategy.render(d, "clone_table", &[("source", &source), ("target", &target)])?);
-            count_rows(&layout.prod_schema(node), node.identifier());
+            count_rows(&layout.prod_schema(node), &layout.ident(node));
         }
     }
 
@@ -116,7 +119,7 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
     for id in order.iter().filter(|id| publish_set.contains(*id)) {
         let node = project.node(id);
         let schema = layout.prod_schema(node);
-        let prev = prod.get(&schema, node.identifier()).cloned();
+        let prev = prod.get(&schema, &layout.ident(node)).cloned();
         let desired = match node.materialization {
             Materialization::View => Desired::View {
                 select: compiler.select_sql(node, &place_prod, Some(layout.prod_relation(node)), false).with_context(|| format!("rendering view {} against prod", node.name))?,
@@ -126,13 +129,13 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
             },
             _ => {
                 if prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
-                    count_rows(&schema, node.identifier()); // the backup copy
+                    count_rows(&schema, &layout.ident(node)); // the backup copy
                 }
                 let audit = layout.audit_relation(node);
                 Desired::Table { from: audit.rendered, source: (audit.schema, audit.identifier) }
             }
         };
-        changes.push(Change { schema, name: node.identifier().to_string(), desired, prev });
+        changes.push(Change { schema, name: layout.ident(node), desired, prev });
     }
     if d != crate::warehouse::Dialect::DuckDb {
         rows_copied = None; // remote clones are zero-copy or priced by the warehouse

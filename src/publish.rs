@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::ledger::{self, Release, ReleaseObject};
 use crate::strategy::{Publish, Strategy};
+use crate::grants::Target;
 use crate::warehouse::{CatalogEntry, Dialect, ObjectKind};
 
 /// What a prod object should become.
@@ -82,6 +83,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// the rows of `release_objects` for this release (one INSERT), if any
     pub objects: Option<String>,
+    /// privileges to compare once every step is done, before the release is
+    /// recorded as published
+    pub grant_check: Option<crate::grants::Check>,
 }
 
 impl Plan {
@@ -95,20 +99,37 @@ impl Plan {
     }
 }
 
-pub fn backup_schema(release: i64) -> String {
-    format!("airlock_r{release}")
+/// Where a release keeps the prod objects it replaced.
+pub fn backup_schema(d: Dialect, release: i64) -> String {
+    d.fold(&format!("airlock_r{release}"))
 }
 
-/// Statements that apply `changes` (in order) and close the release in the
-/// ledger, as one list (what `plan --show-sql` prints).
-pub fn statements(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Change], locations: &[(String, String)]) -> Result<Vec<String>> {
-    Ok(plan(strategy, d, release, changes, locations)?.statements(d, release))
+/// The privileges prod holds before a publish (empty where the warehouse has
+/// none to keep): every step that (re)creates a prod object grants them again.
+pub type Grants = BTreeSet<crate::grants::Grant>;
+
+/// GRANTs that give `onto` what `from` holds in `grants`.
+fn regrant(d: Dialect, grants: &Grants, from: &Target, onto: &Target) -> Vec<String> {
+    crate::grants::statements(d, grants, from, onto)
+}
+
+fn object_target(c: &Change, kind: ObjectKind) -> Target {
+    Target::object(&c.schema, &c.name, kind)
+}
+
+fn desired_kind(c: &Change) -> Option<ObjectKind> {
+    match c.desired.kind() {
+        "table" => Some(ObjectKind::Table),
+        "view" => Some(ObjectKind::View),
+        _ => None,
+    }
 }
 
 /// The journaled plan that applies `changes` (in order). `locations`: (prod,
-/// audit) schema pairs, for location-level publish.
-pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Change], locations: &[(String, String)]) -> Result<Plan> {
-    let backup = release.backup_schema.clone().unwrap_or_else(|| backup_schema(release.id));
+/// audit) schema pairs, for location-level publish. `grants`: what prod
+/// grants now, carried over to every object the publish (or its undo) makes.
+pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Change], locations: &[(String, String)], grants: &Grants) -> Result<Plan> {
+    let backup = release.backup_schema.clone().unwrap_or_else(|| backup_schema(d, release.id));
     let location_level = match strategy.steps.publish {
         Publish::Swap => strategy.template(d, "swap_location").is_some(),
         Publish::CloneBack => strategy.template(d, "clone_location").is_some() && strategy.template(d, "snapshot_location").is_some(),
@@ -116,15 +137,35 @@ pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Chang
     };
     let mut steps = Vec::new();
     if location_level {
+        let mut renames = Vec::new();
         for (prod, audit) in locations {
             let kept = d.quote(&format!("{backup}__{prod}"));
             let (p, a) = (d.quote(prod), d.quote(audit));
+            // the first deploy: a location to swap with (or keep) must exist
+            steps.push(Step::new(p.clone(), "create-schema", vec![format!("CREATE SCHEMA IF NOT EXISTS {p}")], Some(vec![]), false));
+            // what readers hold on prod, granted on its audit twin before it
+            // becomes prod: a swap or a schema clone carries the objects'
+            // grants but not the schema's own
+            let mut pre = Vec::new();
+            if strategy.steps.publish == Publish::Swap {
+                pre.extend(regrant(d, grants, &Target::schema(prod), &Target::schema(audit)));
+            }
+            for c in changes.iter().filter(|c| &c.schema == prod) {
+                if let (Some(prev), Some(kind)) = (&c.prev, desired_kind(c)) {
+                    pre.extend(regrant(d, grants, &object_target(c, prev.kind), &object_target(c, kind).moved_to(audit)));
+                }
+            }
+            if !pre.is_empty() {
+                steps.push(Step::new(a.clone(), "grant", pre, Some(vec![]), false));
+            }
+            let container = regrant(d, grants, &Target::schema(prod), &Target::schema(prod));
             if strategy.steps.publish == Publish::Swap {
                 let swap = strategy.render(d, "swap_location", &[("audit", &a), ("prod", &p)])?;
                 // a swap undoes itself
                 steps.push(Step::new(p.clone(), "swap", vec![swap.clone()], Some(vec![swap]), true));
                 let rename = strategy.render(d, "keep_demoted", &[("audit", &a), ("backup", &kept)])?;
-                steps.push(Step::new(kept.clone(), "rename", vec![rename], None, false));
+                let rename_back = strategy.render(d, "keep_demoted", &[("audit", &kept), ("backup", &a)])?;
+                renames.push(Step::new(kept.clone(), "rename", vec![rename], Some(vec![rename_back]), false));
             } else {
                 let mut keep = Step::new(
                     kept.clone(),
@@ -135,17 +176,32 @@ pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Chang
                 );
                 keep.creates = Some((format!("{backup}__{prod}"), String::new()));
                 steps.push(keep);
-                let mut clone = Step::new(
-                    p.clone(),
-                    "replace",
-                    vec![strategy.render(d, "clone_location", &[("source", &a), ("target", &p)])?],
-                    Some(vec![strategy.render(d, "clone_location", &[("source", &kept), ("target", &p)])?]),
-                    true,
-                );
+                // a schema clone drops the schema's own grants: given back in the same session
+                let mut forward = vec![strategy.render(d, "clone_location", &[("source", &a), ("target", &p)])?];
+                forward.extend(container.iter().cloned());
+                let mut back = vec![strategy.render(d, "clone_location", &[("source", &kept), ("target", &p)])?];
+                back.extend(container.iter().cloned());
+                let mut clone = Step::new(p.clone(), "replace", forward, Some(back), true);
                 clone.needs = vec![(audit.clone(), String::new())];
                 steps.push(clone);
             }
         }
+        // views built in audit name the audit location; once every location
+        // is prod they are re-created against prod's names (a view is
+        // checked when created, so not before: its relations may be new),
+        // before the demoted locations are renamed away from under them
+        let copy = if d == Dialect::Snowflake { " COPY GRANTS" } else { "" };
+        let repoint: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match &c.desired {
+                Desired::View { select } => Some(format!("CREATE OR REPLACE VIEW {}{copy} AS\n{select}", d.relation(&c.schema, &c.name))),
+                _ => None,
+            })
+            .collect();
+        if !repoint.is_empty() {
+            steps.push(Step::new("views".into(), "repoint-views", repoint, Some(vec![]), true));
+        }
+        steps.extend(renames);
         let objects: Vec<ReleaseObject> = changes
             .iter()
             .map(|c| {
@@ -153,7 +209,7 @@ pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Chang
                 object(release, c, |_| Some(d.relation(&kept, &c.name)))
             })
             .collect();
-        return Ok(Plan { steps, objects: ledger::objects_statement(d, &objects) });
+        return Ok(Plan { steps, objects: ledger::objects_statement(d, &objects), grant_check: None });
     }
 
     let schema_step = |s: &str| Step::new(d.quote(s), "create-schema", vec![format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(s))], Some(vec![]), false);
@@ -166,14 +222,22 @@ pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Chang
     for c in changes {
         let kept_name = format!("{}__{}", c.schema, c.name);
         let kept = d.relation(&backup, &kept_name);
-        steps.extend(object_steps(strategy, d, c, Some((&kept, (&backup, &kept_name))))?);
+        steps.extend(object_steps(strategy, d, c, Some((&kept, (&backup, &kept_name))), grants)?);
         objects.push(object(release, c, |p| (p.kind == ObjectKind::Table).then(|| kept.clone())));
     }
-    Ok(Plan { steps, objects: ledger::objects_statement(d, &objects) })
+    Ok(Plan { steps, objects: ledger::objects_statement(d, &objects), grant_check: None })
 }
 
-/// Statements that put back what prod held before (`prev`), given the backup.
-fn restore_prev(strategy: &Strategy, d: Dialect, schema: &str, name: &str, prev: &CatalogEntry, kept: Option<&str>) -> Result<Vec<String>> {
+/// Statements that put back what prod held before (`prev`), given the
+/// backup, with the privileges it had.
+fn restore_prev(strategy: &Strategy, d: Dialect, schema: &str, name: &str, prev: &CatalogEntry, kept: Option<&str>, grants: &Grants) -> Result<Vec<String>> {
+    let mut out = restore_object(strategy, d, schema, name, prev, kept)?;
+    let target = Target::object(schema, name, prev.kind);
+    out.extend(regrant(d, grants, &target, &target));
+    Ok(out)
+}
+
+fn restore_object(strategy: &Strategy, d: Dialect, schema: &str, name: &str, prev: &CatalogEntry, kept: Option<&str>) -> Result<Vec<String>> {
     let prod = d.relation(schema, name);
     // prod holds the same kind as `prev` or nothing here: a different kind
     // was dropped by the undo of the step after this one
@@ -202,7 +266,7 @@ fn view_ddl(d: Dialect, schema: &str, ddl: &str) -> Vec<String> {
 
 /// The steps that make one prod object what `c` desires; with `kept`, a
 /// table prod holds now is first kept there (the rollback point).
-fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str, (&str, &str))>) -> Result<Vec<Step>> {
+fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str, (&str, &str))>, grants: &Grants) -> Result<Vec<Step>> {
     let mut out = Vec::new();
     let prod = d.relation(&c.schema, &c.name);
     let kept_rel = kept.map(|(k, _)| k);
@@ -223,7 +287,7 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
     let mut dropped = false;
     if let Some(p) = &c.prev {
         if p.kind.as_str() != c.desired.kind() || matches!(c.desired, Desired::ViewDdl { .. }) {
-            let undo = restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel).ok();
+            let undo = restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel, grants).ok();
             out.push(Step::new(prod.clone(), "drop", vec![format!("DROP {} IF EXISTS {prod}", if p.kind == ObjectKind::Table { "TABLE" } else { "VIEW" })], undo, true));
             dropped = true;
         }
@@ -232,7 +296,7 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
     // before, else put back what was there
     let new_kind = if c.desired.kind() == "view" { "VIEW" } else { "TABLE" };
     let undo_create = match &c.prev {
-        Some(p) if !dropped => restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel).ok(),
+        Some(p) if !dropped => restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel, grants).ok(),
         _ => Some(vec![format!("DROP {new_kind} IF EXISTS {prod}")]),
     };
     let mut create = match &c.desired {
@@ -242,7 +306,11 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
             s
         }
         Desired::Rebuild { select } => Step::new(prod.clone(), "rebuild", vec![strategy.render(d, "rebuild_table", &[("target", &prod), ("sql", select)])?], undo_create, true),
-        Desired::View { select } => Step::new(prod.clone(), "replace", vec![format!("CREATE OR REPLACE VIEW {prod} AS\n{select}")], undo_create, true),
+        Desired::View { select } => {
+            // Snowflake keeps the replaced view's privileges with COPY GRANTS
+            let copy = if d == Dialect::Snowflake { " COPY GRANTS" } else { "" };
+            Step::new(prod.clone(), "replace", vec![format!("CREATE OR REPLACE VIEW {prod}{copy} AS\n{select}")], undo_create, true)
+        }
         Desired::ViewDdl { ddl } => {
             let mut s = Step::new(prod.clone(), "restore", view_ddl(d, &c.schema, ddl), undo_create, true);
             s.creates = Some((c.schema.clone(), c.name.clone()));
@@ -252,6 +320,10 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
     };
     if create.creates.is_none() && matches!(c.desired, Desired::ViewDdl { .. }) {
         create.creates = Some((c.schema.clone(), c.name.clone()));
+    }
+    // the new object gets prod's privileges in the same session
+    if let (Some(prev), Some(kind)) = (&c.prev, desired_kind(c)) {
+        create.sql.extend(regrant(d, grants, &object_target(c, prev.kind), &object_target(c, kind)));
     }
     out.push(create);
     Ok(out)
@@ -273,14 +345,14 @@ fn object(release: &Release, c: &Change, backup: impl Fn(&CatalogEntry) -> Optio
 /// the plan's undo statements in reverse order, then the release's backups
 /// and ledger rows go, and the release is closed as `failed`.
 pub fn restore_statements(d: Dialect, release: &Release, plan: &Plan) -> Result<Vec<String>> {
-    let backup = release.backup_schema.clone().unwrap_or_else(|| backup_schema(release.id));
+    let backup = release.backup_schema.clone().unwrap_or_else(|| backup_schema(d, release.id));
     let mut out = Vec::new();
     for step in plan.steps.iter().rev() {
         let undo = step.undo.as_ref().with_context(|| format!("step '{} {}' cannot be undone", step.action, step.object))?;
         out.extend(undo.iter().cloned());
     }
     out.push(format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(&backup)));
-    out.push(format!("DELETE FROM {} WHERE release_id = {}", d.relation(ledger::SCHEMA, "release_objects"), release.id));
+    out.push(format!("DELETE FROM {} WHERE release_id = {}", ledger::table(d, "release_objects"), release.id));
     let mut failed = release.clone();
     failed.status = "failed".into();
     failed.backup_schema = None;

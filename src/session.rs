@@ -22,8 +22,10 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session for the warehouse the profile names.
     pub fn open(cfg: RunConfig) -> Result<Session> {
-        Self::open_as(cfg, Dialect::DuckDb)
+        let dialect = Dialect::parse(cfg.profile.warehouse_type()).unwrap_or(Dialect::DuckDb);
+        Self::open_as(cfg, dialect)
     }
 
     /// A session whose SQL is rendered for `dialect` (offline plans).
@@ -41,6 +43,7 @@ impl Session {
             target_schema: cfg.profile.schema.clone(),
             audit_pattern: cfg.settings.deploy.audit_schema.clone(),
             search_dirs: cfg.search_dirs(),
+            quoting: loaded.project.quoting,
         };
         let session = Session { registry, cfg, loaded, dag, selected, layout };
         session.check_schemas()?;
@@ -52,7 +55,7 @@ impl Session {
         let prod = self.all_prod_schemas();
         for s in &prod {
             let audit = self.layout.audit_schema(s);
-            if prod.contains(&audit) || audit == crate::ledger::SCHEMA {
+            if prod.contains(&audit) || audit == crate::ledger::schema(self.layout.dialect) {
                 anyhow::bail!("audit schema '{audit}' (from audit_schema = '{}') is also a production schema; choose another audit_schema in airlock.toml", self.layout.audit_pattern);
             }
         }

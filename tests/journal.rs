@@ -113,6 +113,9 @@ fn every_step(strategy: &'static str, error: bool) {
         let status = c.s.scalar(&format!("SELECT status FROM airlock.releases WHERE id = {id}"));
         if now == c.new {
             assert_eq!(status, "recovered-forward", "{strategy} K={k}: prod is new, the ledger must say so\n{}", recover.stdout);
+            // a completed recovery keeps the backups: the release rolls back
+            c.run(&["rollback"], None).assert_code(0);
+            assert_eq!(prod_checksums(&c.s.db(), PROD), c.old, "{strategy} K={k}: rollback after a forward recovery");
         } else {
             assert_eq!(now, c.old, "{strategy} K={k}: prod is a mix of old and new\n{}", recover.stdout);
             assert!(status == "recovered-back" || status == "failed", "{strategy} K={k}: prod is old, the ledger says {status}\n{}", recover.stdout);

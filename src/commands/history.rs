@@ -18,7 +18,7 @@ struct HistoryRow {
 
 pub async fn run(cfg: &RunConfig) -> Result<ExitStatus> {
     let wh = cfg.open_warehouse(true)?;
-    let has_ledger = !wh.catalog(&[ledger::SCHEMA.to_string()]).await?.is_empty();
+    let has_ledger = !wh.catalog(&[ledger::schema(wh.dialect())]).await?.is_empty();
     let all = if has_ledger { ledger::releases(&*wh).await? } else { vec![] };
     let rows: Vec<HistoryRow> = all.iter().rev().map(|r| HistoryRow { release: r.clone(), can_roll_back_to: ledger::restorable(&all, r.id) }).collect();
     let table = rows
@@ -58,5 +58,11 @@ pub async fn run(cfg: &RunConfig) -> Result<ExitStatus> {
         &serde_json::json!({ "status": "ok", "releases": rows }),
         &empty,
     );
+    if cfg.format == crate::cli::Format::Table && all.iter().any(|r| r.mixed_ms.unwrap_or(0) > 0) {
+        report::emit(
+            "prod mixed: how long prod held part of the old release and part of the new one while publishing \
+             (a publish that is not one transaction; a multi-schema swap is one atomic step per schema)\n",
+        );
+    }
     Ok(ExitStatus::Success)
 }

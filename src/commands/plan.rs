@@ -48,6 +48,11 @@ struct StrategyPlan {
     left_out: Vec<String>,
     /// tests that cannot give a verdict: a deploy would be blocked by them
     blocking: Vec<String>,
+    /// privileges the publish grants to keep prod's as they are (read from
+    /// the warehouse; none offline)
+    grants: Vec<String>,
+    /// how the publish proceeds where it is not one step
+    publish_notes: Vec<String>,
     sql: Option<Vec<String>>,
 }
 
@@ -63,13 +68,15 @@ struct PlanReport {
 
 pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<ExitStatus> {
     let d = session.layout.dialect;
+    let mut warehouse_handle = None;
     let (prod, release_id, warehouse) = if offline {
         (assumed_prod(session), 1, format!("{} (offline: prod assumed to hold every model)", d.title()))
     } else {
         let wh = session.open_warehouse(true)?;
+        warehouse_handle = Some(wh.clone());
         let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
         let prod = Catalog::new(wh.dialect(), wh.catalog(&prod_schemas).await?);
-        let has_ledger = !wh.catalog(&[ledger::SCHEMA.to_string()]).await?.is_empty();
+        let has_ledger = !wh.catalog(&[ledger::schema(wh.dialect())]).await?.is_empty();
         let id = if has_ledger { ledger::next_id(&*wh).await? } else { 1 };
         (prod, id, wh.describe())
     };
@@ -94,7 +101,15 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
             }
             Err(e) => return Err(e),
         };
-        plans.push(plan_of(session, &prepared, &prod, release_id, show_sql)?);
+        let grants = match &warehouse_handle {
+            Some(wh) if crate::grants::applies(d) => {
+                let locations: Vec<String> = prepared.locations.iter().map(|(p, _)| p.clone()).collect();
+                let (targets, _) = crate::grants::targets(&prepared.changes, &locations, &prod);
+                crate::grants::read(&**wh, &targets).await?
+            }
+            _ => Default::default(),
+        };
+        plans.push(plan_of(session, &prepared, &prod, release_id, show_sql, &grants)?);
     }
     let report = PlanReport { status: "planned", release: release_id, warehouse, dialect: d.name(), selection: session.cfg.selection_text(), strategies: plans };
     if session.cfg.format == Format::Json {
@@ -126,11 +141,13 @@ fn refused(strategy: &Strategy, reason: String) -> StrategyPlan {
         not_published: vec![],
         left_out: vec![],
         blocking: vec![],
+        grants: vec![],
+        publish_notes: vec![],
         sql: None,
     }
 }
 
-fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, show_sql: bool) -> Result<StrategyPlan> {
+fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, show_sql: bool, grants: &publish::Grants) -> Result<StrategyPlan> {
     let d = session.layout.dialect;
     let project = session.project();
     let layout = &session.layout;
@@ -163,7 +180,7 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         let action = match (node.materialization, step.incremental) {
             (_, true) => "incremental on a copy of prod",
             (Materialization::Seed, _) => "load",
-            _ if prod.get(&layout.prod_schema(node), node.identifier()).is_some() => "rebuild",
+            _ if prod.get(&layout.prod_schema(node), &layout.ident(node)).is_some() => "rebuild",
             _ => "create",
         };
         nodes.push(PlanNode { name: node.name.clone(), materialization: node.materialization.as_str().into(), action: action.into(), target: layout.prod_relation(node).rendered });
@@ -183,13 +200,24 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         warned: 0,
         published: p.changes.len() as i64,
         git_commit: None,
-        backup_schema: Some(publish::backup_schema(release_id)),
+        backup_schema: Some(publish::backup_schema(d, release_id)),
         restores: None,
         mixed_ms: None,
     };
     sql.extend(p.on_run_end.iter().cloned());
     let atomic = p.strategy.atomic(d);
-    let publish_sql = publish::statements(p.strategy, d, &release, &p.changes, &p.locations)?;
+    let publish_plan = publish::plan(p.strategy, d, &release, &p.changes, &p.locations, grants)?;
+    let grant_sql: Vec<String> = publish_plan.steps.iter().flat_map(|s| s.sql.iter()).filter(|s| s.starts_with("GRANT ")).cloned().collect();
+    let mut publish_notes = Vec::new();
+    let swaps = publish_plan.steps.iter().filter(|s| s.action == "swap").count();
+    if swaps > 1 {
+        publish_notes.push(format!(
+            "{swaps} schemas are swapped one by one: each swap is atomic, the whole publish is not (journaled; `airlock recover` finishes or undoes it)"
+        ));
+    } else if !atomic {
+        publish_notes.push(format!("{} journaled steps, each committed on its own (`airlock recover` finishes or undoes an interrupted publish)", publish_plan.steps.len() + 1));
+    }
+    let publish_sql = publish_plan.statements(d, &release);
     if atomic {
         sql.push("BEGIN TRANSACTION".into());
     }
@@ -213,6 +241,8 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         not_published: p.unbuilt_tagged.clone(),
         left_out: p.left_out.iter().map(|(n, why)| format!("{n}: {why}")).collect(),
         blocking: not_run,
+        grants: grant_sql,
+        publish_notes,
         sql: show_sql.then_some(sql),
     })
 }
@@ -227,7 +257,7 @@ fn assumed_prod(session: &Session) -> Catalog {
             .relations()
             .map(|n| CatalogEntry {
                 schema: layout.prod_schema(n),
-                name: n.identifier().to_string(),
+                name: layout.ident(n),
                 kind: if n.materialization == Materialization::View { ObjectKind::View } else { ObjectKind::Table },
                 view_ddl: (n.materialization == Materialization::View).then(|| format!("-- DDL of {} as read from the warehouse at publish time", layout.prod_relation(n).rendered)),
                 rows: None,
@@ -268,6 +298,15 @@ fn print_one(r: &PlanReport) {
     }
     for b in &p.blocking {
         tail.push_str(&format!("blocks the gate: {b}\n"));
+    }
+    for n in &p.publish_notes {
+        tail.push_str(&format!("publish: {n}\n"));
+    }
+    if !p.grants.is_empty() {
+        tail.push_str(&format!("privileges on prod kept by {} GRANT{} (checked after the publish):\n", p.grants.len(), super::run::plural(p.grants.len())));
+        for g in &p.grants {
+            tail.push_str(&format!("  {g}\n"));
+        }
     }
     if let Some(sql) = &p.sql {
         for s in sql {

@@ -146,14 +146,20 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
         warned: 0,
         published: changes.len() as i64,
         git_commit: None,
-        backup_schema: Some(publish::backup_schema(id)),
+        backup_schema: Some(publish::backup_schema(d, id)),
         restores: Some(target),
         mixed_ms: None,
     };
     // a rollback is a release, published through the journal like any other
     wh.execute(&ledger::insert_statement(d, &release)).await?;
     release.finished_at = Some(ledger::now());
-    let plan = publish::plan(&strategy, d, &release, &changes, &[])?;
+    // privileges on prod are kept and checked as by any publish
+    let (grant_targets, grant_targets_after) = crate::grants::targets(&changes, &schemas, &now);
+    let grants = if crate::grants::applies(d) { crate::grants::read(&*wh, &grant_targets).await? } else { Default::default() };
+    let mut plan = publish::plan(&strategy, d, &release, &changes, &[], &grants)?;
+    if crate::grants::applies(d) {
+        plan.grant_check = Some(crate::grants::Check { before: grants, after_targets: grant_targets_after });
+    }
     if let Err(e) = ledger::journal::publish(&*wh, &mut release, &plan).await {
         if release.status == "running" {
             release.status = "failed".into();
@@ -171,7 +177,7 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
         release: id,
         restored_release: target,
         objects: changes.iter().map(|c| d.relation(&c.schema, &c.name)).collect(),
-        message: format!("release {id} restored {what}: {} object{} changed; the replaced versions are kept in {}", changes.len(), super::run::plural(changes.len()), publish::backup_schema(id)),
+        message: format!("release {id} restored {what}: {} object{} changed; the replaced versions are kept in {}", changes.len(), super::run::plural(changes.len()), publish::backup_schema(d, id)),
     };
     if cfg.format == crate::cli::Format::Json {
         report::json(&report);

@@ -14,12 +14,12 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
 
-use super::{finish_statement, status_statement, Release, SCHEMA};
+use super::{finish_statement, status_statement, Release};
 use crate::publish::{Plan, Step};
 use crate::warehouse::{Dialect, Warehouse};
 
 fn table(d: Dialect) -> String {
-    d.relation(SCHEMA, "journal")
+    super::t(d, "journal")
 }
 
 fn epoch_ms() -> i64 {
@@ -40,7 +40,7 @@ fn insert(d: Dialect, release: i64, plan: &Plan, state: &str) -> Result<String> 
 /// The last step: the ledger rows of the release's objects.
 fn ledger_step(plan: &Plan) -> Step {
     Step {
-        object: format!("{SCHEMA}.release_objects"),
+        object: "airlock.release_objects".into(),
         action: "ledger".into(),
         sql: plan.objects.iter().cloned().collect(),
         undo: Some(vec![]),
@@ -94,10 +94,17 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan) -> 
     }
 
     // step by step, each confirmed in the journal
-    wh.execute_atomic(&[status_statement(d, id, "publishing"), insert(d, id, plan, "pending")?]).await.context("writing the publish journal")?;
+    // the row says `publishing` with everything a recovery needs: the counts
+    // and where the replaced objects are kept (a completed recovery keeps them)
+    let mut publishing = release.clone();
+    publishing.status = "publishing".into();
+    wh.execute_atomic(&[finish_statement(d, &publishing), insert(d, id, plan, "pending")?]).await.context("writing the publish journal")?;
     release.status = "publishing".into();
     let (mut first, mut last) = (None, None);
     for k in 0..=n {
+        if k == n {
+            verify_grants(wh, release, plan).await?;
+        }
         let attempt = async {
             crate::failpoint::before_publish_statement(k + 1)?;
             if k == n {
@@ -148,6 +155,23 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan) -> 
     Ok(())
 }
 
+/// Every step is done: the privileges on prod must be what they were. A
+/// difference stops here, the release left `publishing`: the operator decides
+/// whether prod stands (`airlock recover`) or goes back (`recover --undo`).
+async fn verify_grants(wh: &dyn Warehouse, release: &Release, plan: &Plan) -> Result<()> {
+    let Some(check) = &plan.grant_check else { return Ok(()) };
+    let differ = check.run(wh).await.with_context(|| format!("verifying the privileges on prod after publishing release {}: run `airlock recover` or `airlock recover --undo`", release.id))?;
+    if differ.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "release {} is not recorded as published: the privileges on prod differ from before the publish: {}. \
+         Prod holds the new release; `airlock recover --undo` puts back the previous state, `airlock recover` keeps it as it is",
+        release.id,
+        differ.join("; ")
+    )
+}
+
 /// A journal row as read back.
 struct Row {
     step: usize,
@@ -191,7 +215,7 @@ async fn undo(wh: &dyn Warehouse, release: &mut Release, steps: &[Step], mixed_m
     release.published = 0;
     release.mixed_ms = mixed_ms;
     release.finished_at = Some(super::now());
-    let backup = crate::publish::backup_schema(release.id);
+    let backup = crate::publish::backup_schema(d, release.id);
     // the backups held only what was restored; drop them before the ledger
     // stops naming them
     if let Err(e) = wh.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(&backup))).await {
@@ -217,7 +241,7 @@ pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool
     let id = release.id;
     let rows = read(wh, id).await?;
     if rows.is_empty() {
-        bail!("release {id} is publishing but has no journal: it cannot be recovered automatically; inspect prod and the backups in {}", crate::publish::backup_schema(id));
+        bail!("release {id} is publishing but has no journal: it cannot be recovered automatically; inspect prod and the backups in {}", crate::publish::backup_schema(d, id));
     }
     let first_change = rows.iter().filter(|r| r.body.prod_change && r.state == "done").filter_map(|r| r.done_ms).min();
     let mixed_ms = first_change.map(|f| epoch_ms() - f).unwrap_or(0);

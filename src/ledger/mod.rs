@@ -11,11 +11,16 @@
 pub mod journal;
 pub mod lock;
 
+use std::collections::BTreeSet;
+
 use anyhow::{Context, Result};
 
 use crate::warehouse::{Dialect, Warehouse};
 
-pub const SCHEMA: &str = "airlock";
+/// The ledger's schema as the warehouse names it (`AIRLOCK` on Snowflake).
+pub fn schema(dialect: Dialect) -> String {
+    dialect.fold("airlock")
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Release {
@@ -71,8 +76,13 @@ pub struct ReleaseObject {
     pub prev_view_ddl: Option<String>,
 }
 
+/// A ledger table, quoted for the dialect.
+pub fn table(dialect: Dialect, table: &str) -> String {
+    t(dialect, table)
+}
+
 fn t(dialect: Dialect, table: &str) -> String {
-    dialect.relation(SCHEMA, table)
+    dialect.relation(&schema(dialect), &dialect.fold(table))
 }
 
 pub fn now() -> String {
@@ -86,7 +96,7 @@ pub async fn ensure(wh: &dyn Warehouse) -> Result<()> {
         _ => ("VARCHAR", " PRIMARY KEY"),
     };
     let stmts = vec![
-        format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(SCHEMA)),
+        format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(&schema(d))),
         format!(
             "CREATE TABLE IF NOT EXISTS {} (id BIGINT{key}, project {text}, target {text}, strategy {text}, selection {text}, \
              started_at TIMESTAMP, finished_at TIMESTAMP, status {text}, built BIGINT, tests BIGINT, failed BIGINT, warned BIGINT, \
@@ -317,14 +327,29 @@ pub async fn cleanup(wh: &dyn Warehouse, keep: usize) -> Result<Vec<i64>> {
     let all = releases(wh).await?;
     let with_backup: Vec<&Release> = all.iter().rev().filter(|r| r.is_published() && r.backup_schema.is_some()).collect();
     let mut dropped = Vec::new();
-    for r in with_backup.into_iter().skip(keep) {
+    let expired: Vec<&Release> = with_backup.into_iter().skip(keep).collect();
+    let objects = match expired.iter().map(|r| r.id).min() {
+        Some(first) => objects(wh, first - 1).await?,
+        None => vec![],
+    };
+    for r in expired {
         let schema = r.backup_schema.as_deref().expect("filtered");
-        // the schema first: a ledger that still names a dropped backup would
+        // where the backups are: the release's schema, and the demoted
+        // locations of a location-level publish (`<backup>__<prod schema>`)
+        let mut schemas: BTreeSet<String> = objects
+            .iter()
+            .filter(|o| o.release_id == r.id)
+            .filter_map(|o| o.backup_name.as_deref().and_then(|b| d.split_relation(b)).map(|(s, _)| s))
+            .collect();
+        schemas.insert(schema.to_string());
+        // the ledger first: a ledger that still names a dropped backup would
         // promise a rollback it cannot make
         wh.execute(&format!("UPDATE {} SET backup_schema = NULL WHERE id = {}", t(d, "releases"), r.id))
             .await
             .with_context(|| format!("dropping backups of release {}", r.id))?;
-        wh.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(schema))).await.with_context(|| format!("dropping backups of release {}", r.id))?;
+        for s in &schemas {
+            wh.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(s))).await.with_context(|| format!("dropping backups of release {}", r.id))?;
+        }
         dropped.push(r.id);
     }
     Ok(dropped)

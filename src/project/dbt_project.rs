@@ -34,6 +34,8 @@ pub(super) struct DbtProjectFile {
     pub on_run_start: Value,
     #[serde(default)]
     pub on_run_end: Value,
+    #[serde(default)]
+    pub quoting: super::Quoting,
 }
 
 pub(super) fn read(root: &Path) -> Result<DbtProjectFile> {

@@ -54,6 +54,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     file.seeds = values.tree(&file.seeds, "dbt_project.yml")?;
     file.tests = values.tree(&file.tests, "dbt_project.yml")?;
     let on_run_start = dbt_project::run_hooks(&file.on_run_start, "on-run-start")?;
+    let quoting = file.quoting;
     let on_run_end = dbt_project::run_hooks(&file.on_run_end, "on-run-end")?;
 
     let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
@@ -398,7 +399,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // a singular test switched off by config(enabled=false) is no test
     nodes.retain(|_, n| !(n.kind == NodeKind::Test && n.config.enabled == Some(false)));
 
-    Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end }, renderer, names })
+    Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end, quoting }, renderer, names })
 }
 
 /// `f` over `items` on up to as many threads as there are cores, results in

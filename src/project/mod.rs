@@ -171,6 +171,22 @@ pub struct Project {
     /// `on-run-start` / `on-run-end` of dbt_project.yml
     pub on_run_start: Vec<String>,
     pub on_run_end: Vec<String>,
+    /// `quoting:` of dbt_project.yml
+    pub quoting: Quoting,
+}
+
+/// dbt's `quoting:` config: which names keep their case as written. Off by
+/// default, so names fold as the warehouse folds unquoted identifiers
+/// (Snowflake: upper case), exactly as dbt-snowflake creates them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quoting {
+    #[serde(default)]
+    pub database: bool,
+    #[serde(default)]
+    pub schema: bool,
+    #[serde(default)]
+    pub identifier: bool,
 }
 
 impl Project {

@@ -42,6 +42,16 @@ impl Dialect {
         self == Dialect::DuckDb
     }
 
+    /// The name an unquoted identifier becomes in this warehouse: Snowflake
+    /// folds it to upper case (so `orders` is `ORDERS`, the object dbt-snowflake
+    /// creates and users query); DuckDB and BigQuery keep it as written.
+    pub fn fold(self, ident: &str) -> String {
+        match self {
+            Dialect::Snowflake => ident.to_uppercase(),
+            Dialect::DuckDb | Dialect::BigQuery => ident.to_string(),
+        }
+    }
+
     /// Quote one identifier.
     pub fn quote(self, ident: &str) -> String {
         match self {
@@ -111,10 +121,12 @@ impl Dialect {
         }
     }
 
-    /// A string literal.
+    /// A string literal. Snowflake and BigQuery treat `\\` inside `'…'` as an
+    /// escape character, so it is escaped too.
     pub fn literal(self, value: &str) -> String {
         match self {
-            Dialect::DuckDb | Dialect::Snowflake => format!("'{}'", value.replace('\'', "''")),
+            Dialect::DuckDb => format!("'{}'", value.replace('\'', "''")),
+            Dialect::Snowflake => format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''")),
             Dialect::BigQuery => format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'")),
         }
     }
@@ -137,5 +149,15 @@ mod tests {
         assert_eq!(Dialect::DuckDb.quote(r#"a"; drop table x; --"#), r#""a""; drop table x; --""#);
         assert_eq!(Dialect::BigQuery.quote("a`b"), "`a\\`b`");
         assert_eq!(Dialect::DuckDb.literal("it's"), "'it''s'");
+        // a trailing backslash must not escape Snowflake's closing quote
+        assert_eq!(Dialect::Snowflake.literal(r"a\' or 1=1 --\"), r"'a\\'' or 1=1 --\\'");
+        assert_eq!(Dialect::Snowflake.quote("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn snowflake_folds_unquoted_names_to_upper_case() {
+        assert_eq!(Dialect::Snowflake.fold("stg_orders"), "STG_ORDERS");
+        assert_eq!(Dialect::DuckDb.fold("stg_orders"), "stg_orders");
+        assert_eq!(Dialect::BigQuery.fold("Stg"), "Stg");
     }
 }

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Scope
 
-from . import rowset, statements, tracking
+from . import rewrite, rowset, statements, tracking
 from .catalog import Catalog
 from .context import Context, Hooks, Result, Session
 from .errors import SnowflakeError
@@ -72,6 +72,8 @@ class Emulator:
         self.grants = GrantStore()
         self.sessions: dict[str, Session] = {}
         self.lock = asyncio.Lock()
+        # test-only: every statement received, by the session's current database
+        self.received: dict[str, list[str]] = {}
 
     # -- login ---------------------------------------------------------------------------
     async def login(self, request: Request) -> Response:
@@ -142,7 +144,13 @@ class Emulator:
         if conn is None or session is None:
             return await fs_server.query_request(request)  # fakesnow answers "must login again"
         raw = await _body(request)
-        sql = json.loads(raw).get("sqlText", "")
+        body = json.loads(raw)
+        sql = body.get("sqlText", "")
+        self.received.setdefault(str(getattr(conn, "database", None) or "").upper(), []).append(sql)
+        rewritten = rewrite.for_fakesnow(sql)
+        if rewritten != sql:
+            sql = body["sqlText"] = rewritten
+            raw = json.dumps(body).encode()
         async with self.lock:
             ctx = Context(conn, session, self.grants, self.hooks)
             try:
@@ -172,6 +180,13 @@ class Emulator:
             self.sessions.pop(token, None)
         return await fs_server.session(request)
 
+    async def statements_received(self, request: Request) -> Response:
+        """Test-only: the statements sessions on a database sent (not a Snowflake
+        endpoint). Lets a client's tests check which statement kinds reached a
+        warehouse through its real client."""
+        database = request.query_params.get("database", "").upper()
+        return JSONResponse({"database": database, "statements": self.received.get(database, [])})
+
     async def health(self, _: Request) -> Response:
         """Test-only readiness probe used by start.sh (not a Snowflake endpoint)."""
         return JSONResponse({"ok": True, "emulator": "airlock-snowflake"})
@@ -194,6 +209,7 @@ class Emulator:
                 Route("/queries/v1/query-request", self.query, methods=["POST"]),
                 Route("/session", self.session, methods=["POST"]),
                 Route("/emulator/health", self.health, methods=["GET"]),
+                Route("/emulator/statements", self.statements_received, methods=["GET"]),
                 Mount("/", fs_server.app),
             ],
         )

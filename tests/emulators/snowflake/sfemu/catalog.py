@@ -25,10 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import logging
 from fakesnow import info_schema, macros
 
 from .errors import SnowflakeError
 from .sql import display_name, quote_ident, replace_created_name
+
+log = logging.getLogger("sfemu")
 
 # fakesnow's and DuckDB's own schemas, never user schemas
 INTERNAL_SCHEMAS = ("main", "_fs_information_schema", "pg_catalog", "information_schema")
@@ -68,6 +71,8 @@ class Catalog:
 
     def __init__(self, cur: duckdb.DuckDBPyConnection):
         self.cur = cur
+        # views to create once the current transaction has committed
+        self.pending_views: list[tuple[Relation, tuple[str, str]]] = []
 
     # -- looking -----------------------------------------------------------------------
     def database_path(self, db: str) -> str | None:
@@ -140,18 +145,32 @@ class Catalog:
         return rels
 
     def create_views(self, views: list[Relation], dst: tuple[str, str]) -> None:
-        """Create views in dst, retrying in rounds so views over views need no ordering."""
-        pending = list(views)
+        """Create views in dst once the transaction moving their relations has
+        committed (call create_pending_views then). DuckDB binds a view when it is
+        created, and a view that cannot be bound would abort that transaction;
+        Snowflake keeps a view's text and resolves it when queried."""
+        self.pending_views.extend((v, dst) for v in views)
+
+    def create_pending_views(self) -> list[str]:
+        """Create the views recorded by create_views, in autocommit, retrying in
+        rounds so views over views need no ordering. A view whose relations do not
+        exist (Snowflake would keep it, invalid until its relations exist again or
+        it is replaced) cannot exist in DuckDB: it is left out, and its name
+        returned."""
+        pending, self.pending_views = self.pending_views, []
         while pending:
-            failed: list[tuple[Relation, Exception]] = []
-            for view in pending:
+            failed: list[tuple[Relation, tuple[str, str]]] = []
+            for view, dst in pending:
                 try:
                     self.cur.execute(replace_created_name(view.ddl, q(*dst, view.name)))
-                except duckdb.CatalogException as e:
-                    failed.append((view, e))
+                except (duckdb.CatalogException, duckdb.BinderException):
+                    failed.append((view, dst))
             if len(failed) == len(pending):
-                raise failed[0][1]
-            pending = [v for v, _ in failed]
+                for view, dst in failed:
+                    log.warning("view %s.%s left out: its relations do not exist (Snowflake would keep it, invalid)", dst[1], view.name)
+                return [f"{dst[1]}.{view.name}" for view, dst in failed]
+            pending = failed
+        return []
 
     def move_schema_contents(self, src: tuple[str, str], dst: tuple[str, str]) -> list[Relation]:
         """Move every table and view of src into the (existing, empty) schema dst."""

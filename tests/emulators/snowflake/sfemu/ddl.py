@@ -62,6 +62,7 @@ def swap_schemas(ctx: Context, first: tuple[str, ...], second: tuple[str, ...], 
         cat.create_views(_views(rels_a), b)
         cat.create_views(_views(rels_b), a)
         cur.execute(f"DROP SCHEMA {q(*tmp)}")
+    cat.create_pending_views()
     cat.ext_copy(_pairs(rels_a, a, b) + _pairs(rels_b, b, a), move=True)
     ctx.grants.swapped(a, b)
     return status()
@@ -88,6 +89,7 @@ def rename_schema(ctx: Context, first: tuple[str, ...], second: tuple[str, ...],
         rels = cat.move_schema_contents(a, b)
         cat.create_views(_views(rels), b)
         cat.drop_schema(*a)
+    cat.create_pending_views()
     cat.ext_copy(_pairs(rels, a, b), move=True)
     ctx.grants.renamed(a, b)
     if (ctx.conn.database, ctx.conn.schema) == a:
@@ -238,6 +240,7 @@ def create_schema_clone(ctx: Context, p: Parser) -> Result:
         if replaced:
             cat.drop_schema(*dst)
         rels = cat.copy_schema(src, dst)
+    cat.create_pending_views()
     if replaced:
         cat.ext_delete(dst)
         ctx.grants.dropped(dst)
@@ -245,6 +248,25 @@ def create_schema_clone(ctx: Context, p: Parser) -> Result:
     ctx.grants.cloned_container("SCHEMA", src, dst, ctx.session.role)
     ctx.fakesnow(f"USE SCHEMA {q(*dst)}")
     return status(f"Schema {display_name(dst[1:])} successfully created.")
+
+
+def create_or_replace_schema(ctx: Context, p: Parser) -> Result:
+    """CREATE OR REPLACE SCHEMA x: an existing x is dropped with everything in it
+    (and the grants on it and its objects), then x is created empty, as CREATE
+    SCHEMA does. DuckDB refuses to replace a schema that holds objects, so the
+    drop is done here and fakesnow creates the new schema."""
+    p.expect("CREATE", "OR", "REPLACE", "SCHEMA")
+    target = p.name(2)
+    dst = ctx.schema_name(target, "CREATE SCHEMA")
+    cur = ctx.cursor()
+    cat = Catalog(cur)
+    if cat.schema_exists(*dst):
+        ctx.commit_open_transaction()
+        with transaction(cur):
+            cat.drop_schema(*dst)
+        cat.ext_delete(dst)
+        ctx.grants.dropped(dst)
+    raise PassThrough
 
 
 def create_database_clone(ctx: Context, p: Parser) -> Result:
@@ -274,6 +296,7 @@ def create_database_clone(ctx: Context, p: Parser) -> Result:
         for schema in cat.schemas(src):
             rels = cat.copy_schema((src, schema), (dst, schema))
             pairs += _pairs(rels, (src, schema), (dst, schema))
+    cat.create_pending_views()
     cat.ext_copy(pairs, move=False)
     ctx.grants.cloned_container("DATABASE", (src,), (dst,), ctx.session.role)
     ctx.fakesnow(f"USE SCHEMA {q(dst, 'PUBLIC')}" if "PUBLIC" in cat.schemas(dst) else f"USE DATABASE {q(dst)}")

@@ -21,6 +21,11 @@ def emulate(ctx: Context, sql: str) -> Result | None:
         p = Parser(sql)
     except SnowflakeError:
         return None  # let fakesnow report its own syntax error
+    if p.peek_words("CREATE", "OR", "REPLACE", "SCHEMA") and not _is_create_clone(p, "SCHEMA"):
+        try:
+            return ddl.create_or_replace_schema(ctx, p)
+        except PassThrough:
+            return None
     for prefix, handler in _HANDLERS:
         # of the CREATEs, only the CLONE forms are the emulator's
         matched = _is_create_clone(p, prefix[1]) if prefix[0] == "CREATE" else p.peek_words(*prefix)
