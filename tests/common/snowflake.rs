@@ -144,38 +144,91 @@ impl Profile {
 
 /// Run statements in the emulator through snowflake-connector-python, in one
 /// session on `database`; the rows of each, every value as text (`NULL` for
-/// null; dates, timestamps and booleans as Python prints them).
+/// null; dates, timestamps and booleans as Python prints them). One Python
+/// process serves the whole test binary (importing the connector takes
+/// seconds); each call still opens a session of its own.
 pub fn sql(database: &str, statements: &[&str]) -> Vec<Vec<Vec<String>>> {
-    const SCRIPT: &str = r#"
-import json, sys, snowflake.connector
-host, port, protocol, database = sys.argv[1:5]
-con = snowflake.connector.connect(user="checker", password="x", account="test", host=host, port=int(port), protocol=protocol, database=database)
-cur = con.cursor()
-out = []
-for sql in json.loads(sys.stdin.read()):
-    cur.execute(sql)
-    rows = cur.fetchall() if cur.description else []
-    out.append([["NULL" if v is None else str(v) for v in row] for row in rows])
-print(json.dumps(out))
-"#;
-    let e = emulator();
-    let mut child = Command::new(&e.python)
-        .args(["-c", SCRIPT, &e.host, &e.port.to_string(), &e.protocol, database])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the emulator's python");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(serde_json::to_string(statements).expect("json").as_bytes()).expect("write statements");
+    static WORKER: OnceLock<std::sync::Mutex<Option<Worker>>> = OnceLock::new();
+    let mut slot = WORKER.get_or_init(|| std::sync::Mutex::new(None)).lock().unwrap_or_else(|e| e.into_inner());
+    let request = serde_json::json!({ "database": database, "statements": statements }).to_string();
+    // a worker that died (a test panicked mid-call) is replaced
+    for _ in 0..2 {
+        let worker = slot.get_or_insert_with(Worker::start);
+        match worker.call(&request) {
+            Some(reply) => {
+                let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_else(|e| panic!("python printed no rows ({e}):\n{reply}"));
+                if let Some(err) = v.get("error") {
+                    panic!("python failed on {statements:?}:\n{}", err.as_str().unwrap_or_default());
+                }
+                return serde_json::from_value(v["rows"].clone()).expect("rows");
+            }
+            None => *slot = None,
+        }
     }
-    let out = child.wait_with_output().expect("python finished");
-    assert!(out.status.success(), "python failed on {statements:?}:\n{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("python printed no rows ({e}):\n{text}"))
+    panic!("the emulator's python stopped answering on {statements:?}");
+}
+
+/// A long-lived python that runs statements sent as JSON lines.
+struct Worker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Worker {
+    const SCRIPT: &'static str = r#"
+import json, sys, traceback, snowflake.connector
+host, port, protocol = sys.argv[1:4]
+for line in sys.stdin:
+    req = json.loads(line)
+    try:
+        con = snowflake.connector.connect(user="checker", password="x", account="test", host=host, port=int(port), protocol=protocol, database=req["database"])
+        try:
+            cur = con.cursor()
+            out = []
+            for sql in req["statements"]:
+                cur.execute(sql)
+                rows = cur.fetchall() if cur.description else []
+                out.append([["NULL" if v is None else str(v) for v in row] for row in rows])
+        finally:
+            con.close()
+        print(json.dumps({"rows": out}), flush=True)
+    except Exception:
+        print(json.dumps({"error": traceback.format_exc()}), flush=True)
+"#;
+
+    fn start() -> Worker {
+        let e = emulator();
+        let mut child = Command::new(&e.python)
+            .args(["-c", Self::SCRIPT, &e.host, &e.port.to_string(), &e.protocol])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("run the emulator's python");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Worker { child, stdin, stdout }
+    }
+
+    fn call(&mut self, request: &str) -> Option<String> {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{request}").ok()?;
+        self.stdin.flush().ok()?;
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The rows of one query.
