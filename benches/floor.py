@@ -159,9 +159,10 @@ class Project:
         return "SELECT " + ", ".join(cols), warn
 
 
-def build(con: duckdb.DuckDBPyConnection, p: Project, workers: int) -> tuple[int, int, list[str]]:
+def build(con: duckdb.DuckDBPyConnection, p: Project, workers: int, timing: dict) -> tuple[int, int, list[str]]:
     """Build every seed and model into audit and run its tests, dependency
-    order, `workers` connections. Returns (statements, tests, failures)."""
+    order, `workers` connections. Returns (statements, tests, failures);
+    `timing` gets the time summed over statements, creates and tests apart."""
     tasks = [n for n in p.order if p.nodes[n]["materialized"] != "ephemeral"]
     # a node's task runs its tests too: it also waits for what they read
     deps = {}
@@ -180,7 +181,8 @@ def build(con: duckdb.DuckDBPyConnection, p: Project, workers: int) -> tuple[int
     ready = [n for n in tasks if waiting[n] == 0]
     ready.reverse()  # pop() takes them in project order
     lock = threading.Condition()
-    state = {"left": len(tasks), "statements": 0, "tests": 0, "failures": [], "error": None}
+    state = {"left": len(tasks), "statements": 0, "tests": 0, "failures": [], "error": None,
+             "create_s": 0.0, "test_s": 0.0}
 
     def statements_of(n: str) -> list[str]:
         node = p.nodes[n]
@@ -205,9 +207,11 @@ def build(con: duckdb.DuckDBPyConnection, p: Project, workers: int) -> tuple[int
                 n = ready.pop()
             try:
                 count = 0
+                t0 = time.perf_counter()
                 for sql in statements_of(n):
                     cur.execute(sql)
                     count += 1
+                t1 = time.perf_counter()
                 failing = []
                 t = p.tests_sql(n)
                 if t is not None:
@@ -215,6 +219,7 @@ def build(con: duckdb.DuckDBPyConnection, p: Project, workers: int) -> tuple[int
                     row = cur.execute(sql).fetchone()
                     count += 1
                     failing = ["%s test %d" % (n, i) for i, (v, w) in enumerate(zip(row, warn)) if v and not w]
+                t2 = time.perf_counter()
             except Exception as e:  # noqa: BLE001 - reported, stops the run
                 with lock:
                     state["error"] = "%s: %s" % (n, e)
@@ -222,6 +227,8 @@ def build(con: duckdb.DuckDBPyConnection, p: Project, workers: int) -> tuple[int
                 return
             with lock:
                 state["statements"] += count
+                state["create_s"] += t1 - t0
+                state["test_s"] += t2 - t1
                 state["tests"] += len(p.nodes[n]["tests"])
                 state["failures"].extend(failing)
                 done(n, bool(failing))
@@ -250,6 +257,7 @@ def build(con: duckdb.DuckDBPyConnection, p: Project, workers: int) -> tuple[int
         t.join()
     if state["error"]:
         raise RuntimeError(state["error"])
+    timing["create_s"], timing["test_s"] = state["create_s"], state["test_s"]
     return state["statements"], state["tests"], state["failures"]
 
 
@@ -276,7 +284,8 @@ def main(argv: list[str]) -> int:
         con.execute("CREATE SCHEMA %s" % q(s + "__audit"))
     con.execute("COMMIT")
     try:
-        n, tests, failures = build(con, p, args.workers)
+        timing: dict = {}
+        n, tests, failures = build(con, p, args.workers, timing)
     except RuntimeError as e:
         print("floor.py: %s" % e, file=sys.stderr)
         return 2
@@ -320,6 +329,7 @@ def main(argv: list[str]) -> int:
         "tests": tests, "published": published, "statements": stmts,
         "load_s": round(t_load - t0, 4), "build_s": round(t_build - t_load, 4),
         "publish_s": round(t_publish - t_build, 4), "cleanup_s": round(t_end - t_publish, 4),
+        "sum_create_s": round(timing["create_s"], 4), "sum_test_s": round(timing["test_s"], 4),
         "total_s": round(t_end - t0, 4),
     }))
     return 0

@@ -305,29 +305,30 @@ def snapshot(db: str) -> dict:
     return json.loads(r.out)
 
 
-def compare(air: dict, dbt: dict) -> tuple[list[str], list[str]]:
+def compare(air: dict, dbt: dict, names: tuple[str, str] = ("airlock", "dbt")) -> tuple[list[str], list[str]]:
     """Differences (fatal) and warnings (column types only: e.g. a seed read
     as BIGINT by one tool and INTEGER by the other renders the same values)."""
     diffs, warns = [], []
+    one, other = names
     for k in sorted(set(dbt) - set(air)):
-        diffs.append("%s: built by dbt, missing after airlock" % k)
+        diffs.append("%s: built by %s, missing after %s" % (k, other, one))
     for k in sorted(set(air) - set(dbt)):
-        diffs.append("%s: left by airlock, not built by dbt" % k)
+        diffs.append("%s: left by %s, not built by %s" % (k, one, other))
     for k in sorted(set(air) & set(dbt)):
         a, d = air[k], dbt[k]
         if a["error"] or d["error"]:
-            diffs.append("%s: cannot be read (airlock: %s; dbt: %s)" % (k, a["error"], d["error"]))
+            diffs.append("%s: cannot be read (%s: %s; %s: %s)" % (k, one, a["error"], other, d["error"]))
             continue
         if a["type"] != d["type"]:
-            diffs.append("%s: airlock made a %s, dbt a %s" % (k, a["type"], d["type"]))
+            diffs.append("%s: %s made a %s, %s a %s" % (k, one, a["type"], other, d["type"]))
         if [c for c, _ in a["columns"]] != [c for c, _ in d["columns"]]:
-            diffs.append("%s: columns differ: airlock %s, dbt %s" % (
-                k, [c for c, _ in a["columns"]], [c for c, _ in d["columns"]]))
+            diffs.append("%s: columns differ: %s %s, %s %s" % (
+                k, one, [c for c, _ in a["columns"]], other, [c for c, _ in d["columns"]]))
         elif a["columns"] != d["columns"]:
-            warns.append("%s: column types differ: airlock %s, dbt %s" % (
-                k, [t for _, t in a["columns"]], [t for _, t in d["columns"]]))
+            warns.append("%s: column types differ: %s %s, %s %s" % (
+                k, one, [t for _, t in a["columns"]], other, [t for _, t in d["columns"]]))
         if a["rows"] != d["rows"]:
-            diffs.append("%s: %s rows after airlock, %s after dbt" % (k, a["rows"], d["rows"]))
+            diffs.append("%s: %s rows after %s, %s after %s" % (k, a["rows"], one, d["rows"], other))
         elif a["checksum"] != d["checksum"]:
             diffs.append("%s: same row count (%s), different contents (checksum)" % (k, a["rows"]))
     return diffs, warns
@@ -412,9 +413,9 @@ def bench_b1(n: int, runs: int, tmp: str, partial_parse: bool, with_dbt: bool, r
         for label, r, path in checks:
             if path == ref_db:
                 continue
-            diffs, warns = compare(snapshot(path), ref)
+            diffs, warns = compare(snapshot(path), ref, (label, ref_label))
             for w in warns[:3]:
-                say("B1 N=%d: warning (%s vs %s): %s" % (n, label, ref_label, w))
+                say("B1 N=%d: warning: %s" % (n, w))
             if len(warns) > 3:
                 say("B1 N=%d: ... %d more column-type warnings" % (n, len(warns) - 3))
             all_diffs += ["%s vs %s: %s" % (label, ref_label, d) for d in diffs]
@@ -556,6 +557,10 @@ def bench_b2(n: int, runs: int, tmp: str, report: list, failures: list) -> None:
 
 # ============================================================================ B3
 
+# the ledger UPDATE that moves a release to `publishing` (not a query that reads the status)
+PUBLISHING = re.compile(r"""UPDATE\s+"?airlock"?\."?releases"?\s+SET\s[^;]*\bstatus = 'publishing'""", re.I)
+
+
 def publish_phase(log_path: str) -> tuple[float, int, int]:
     """The publish phase of a deploy from its statement log: from the start
     of the statement that moves the release to `publishing` to the end of the
@@ -567,7 +572,7 @@ def publish_phase(log_path: str) -> tuple[float, int, int]:
             if line.strip():
                 recs.append(json.loads(line))
     recs.sort(key=lambda r: int(r["start_us"]))
-    start = next((i for i, r in enumerate(recs) if "SET status = 'publishing'" in r["sql"]), None)
+    start = next((i for i, r in enumerate(recs) if PUBLISHING.search(r["sql"])), None)
     if start is None:
         raise ValueError("no publish in %s" % log_path)
     end = next((i for i in range(start, len(recs)) if "status = 'published'" in recs[i]["sql"]), None)
@@ -616,8 +621,9 @@ def bench_b3(tmp: str, tables: int, delay_ms: int, threads: int, report: list, f
         try:
             secs, stmts, records = publish_phase(log)
         except (OSError, ValueError, KeyError) as e:
-            failures.append("B3: %s" % e)
-            return
+            say("B3: %s: cannot read the publish phase: %s" % (what, e))
+            failures.append("B3: %s: %s" % (what, e))
+            continue
         sequential = stmts * delay_ms / 1000.0
         how = "one transaction" if records == 1 else "%d round trips" % records
         say("B3: %s: deploy %s, publish %.2f s (%d statements, %s; %d x %d ms sequential = %.1f s)" % (
