@@ -61,10 +61,11 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let mut by_name: HashMap<String, NodeId> = HashMap::new();
     let mut disabled: HashMap<String, String> = HashMap::new();
 
+    let mut listing = Listing::new(&root);
     // models: files read and configured in parallel, inserted in file order
     let mut model_files = Vec::new();
     for dir in &model_dirs {
-        model_files.extend(walk(&root, dir, "sql")?.into_iter().map(|path| (dir, path)));
+        model_files.extend(listing.files(dir, "sql")?.into_iter().map(|path| (dir, path)));
     }
     let read_models = par_map(&model_files, |(dir, path)| -> Result<_> {
         let rel = rel_path(&root, path);
@@ -97,7 +98,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
 
     // seeds
     for dir in &seed_dirs {
-        for path in walk(&root, dir, "csv")? {
+        for path in listing.files(dir, "csv")? {
             let rel = rel_path(&root, &path);
             check_csv(&path, &rel)?;
             let stem = file_stem(&path);
@@ -128,8 +129,8 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let mut sources: HashMap<(String, String), NodeId> = HashMap::new();
     let mut yaml_files = Vec::new();
     for dir in model_dirs.iter().chain(seed_dirs.iter()) {
-        let mut files = walk(&root, dir, "yml")?;
-        files.extend(walk(&root, dir, "yaml")?);
+        let mut files = listing.files(dir, "yml")?;
+        files.extend(listing.files(dir, "yaml")?);
         files.sort();
         yaml_files.extend(files);
     }
@@ -224,7 +225,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // macros
     let mut macros = Vec::new();
     for dir in &macro_dirs {
-        for path in walk(&root, dir, "sql")? {
+        for path in listing.files(dir, "sql")? {
             let rel = rel_path(&root, &path);
             let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
             let (source, names) = rewrite_macros(&text);
@@ -336,7 +337,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
 
     // singular tests
     for dir in &test_dirs {
-        for path in walk(&root, dir, "sql")? {
+        for path in listing.files(dir, "sql")? {
             let rel = rel_path(&root, &path);
             if rel.split('/').any(|part| part == "generic") {
                 continue; // generic test definitions, not tests
@@ -491,8 +492,30 @@ fn insert_unique(nodes: &mut BTreeMap<NodeId, Node>, by_name: &mut HashMap<Strin
     Ok(())
 }
 
-/// Files with extension `ext` under `root/dir`, sorted, recursively.
-fn walk(root: &Path, dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
+/// The project's folders, each listed once (a model folder holds the SQL
+/// and the YAML): files by extension, sorted, recursively.
+struct Listing<'a> {
+    root: &'a Path,
+    listed: HashMap<String, Vec<PathBuf>>,
+}
+
+impl<'a> Listing<'a> {
+    fn new(root: &'a Path) -> Self {
+        Listing { root, listed: HashMap::new() }
+    }
+
+    /// Files with extension `ext` under `root/dir`, sorted, recursively.
+    fn files(&mut self, dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
+        if !self.listed.contains_key(dir) {
+            let all = list_files(self.root, dir)?;
+            self.listed.insert(dir.to_string(), all);
+        }
+        Ok(self.listed[dir].iter().filter(|p| p.extension().is_some_and(|e| e == ext)).cloned().collect())
+    }
+}
+
+/// Every file under `root/dir`, sorted, recursively (symlinks followed).
+fn list_files(root: &Path, dir: &str) -> Result<Vec<PathBuf>> {
     let base = root.join(dir);
     let mut out = Vec::new();
     if !base.is_dir() {
@@ -502,10 +525,16 @@ fn walk(root: &Path, dir: &str, ext: &str) -> Result<Vec<PathBuf>> {
     while let Some(d) = stack.pop() {
         let entries = std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?;
         for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
+            let entry = entry?;
+            let path = entry.path();
+            // the entry's type comes with the listing; only a symlink needs a stat
+            let is_dir = match entry.file_type() {
+                Ok(t) if !t.is_symlink() => t.is_dir(),
+                _ => path.is_dir(),
+            };
+            if is_dir {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == ext) {
+            } else {
                 out.push(path);
             }
         }
