@@ -158,10 +158,11 @@ impl Check {
 }
 
 /// What a publish of `changes` keeps privileges on: the prod schemas that
-/// hold something, and every prod object it replaces (not one it removes).
-/// Returns the targets as they are before, and as the publish leaves them.
-pub fn targets(changes: &[crate::publish::Change], schemas: &[String], prod: &crate::build::Catalog) -> (Vec<Target>, Vec<Target>) {
-    let mut before: Vec<Target> = schemas.iter().filter(|s| prod.has_objects_in(s)).map(|s| Target::schema(s)).collect();
+/// exist (an empty one too: its grants are what readers were given), and
+/// every prod object it replaces (not one it removes). Returns the targets
+/// as they are before, and as the publish leaves them.
+fn targets(changes: &[crate::publish::Change], existing_schemas: &[String]) -> (Vec<Target>, Vec<Target>) {
+    let mut before: Vec<Target> = existing_schemas.iter().map(|s| Target::schema(s)).collect();
     let mut after = before.clone();
     for c in changes {
         let new_kind = match c.desired {
@@ -175,6 +176,30 @@ pub fn targets(changes: &[crate::publish::Change], schemas: &[String], prod: &cr
         }
     }
     (before, after)
+}
+
+/// What a publish of `changes` into `schemas` needs: the privileges prod
+/// holds now, and the check it ends with. Nothing where the warehouse keeps
+/// no privileges.
+pub async fn before_publish(wh: &dyn Warehouse, changes: &[crate::publish::Change], schemas: &[String]) -> Result<(BTreeSet<Grant>, Option<Check>)> {
+    if !applies(wh.dialect()) {
+        return Ok((BTreeSet::new(), None));
+    }
+    let existing = existing_schemas(wh, schemas).await?;
+    let (before, after_targets) = targets(changes, &existing);
+    let grants = read(wh, &before).await?;
+    Ok((grants.clone(), Some(Check { before: grants, after_targets })))
+}
+
+/// Which of `schemas` exist now (whether or not they hold anything).
+async fn existing_schemas(wh: &dyn Warehouse, schemas: &[String]) -> Result<Vec<String>> {
+    if schemas.is_empty() {
+        return Ok(vec![]);
+    }
+    let d = wh.dialect();
+    let list = schemas.iter().map(|s| d.literal(s)).collect::<Vec<_>>().join(", ");
+    let rows = wh.query(&format!("SELECT SCHEMA_NAME FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME IN ({list})")).await.context("finding the prod schemas")?;
+    Ok(rows.rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).filter(|s| schemas.contains(s)).collect())
 }
 
 #[cfg(test)]

@@ -478,3 +478,13 @@ fn real_account_round_trip() {
     run.assert_code(0);
     Run::of(s.command(&project, &["rollback"]).env("AIRLOCK_SNOWFLAKE_PASSWORD", &password)).assert_code(0);
 }
+
+#[test]
+fn a_first_deploy_keeps_the_grants_on_a_prod_schema_made_beforehand() {
+    let shop = Shop::new("preset");
+    // an administrator made the (empty) prod schema and let readers in
+    sf::sql(&shop.db, &["CREATE SCHEMA ANALYTICS", "GRANT USAGE ON SCHEMA ANALYTICS TO ROLE REPORTER"]);
+    shop.deploy("swap").assert_code(0);
+    let grants = shop.grants();
+    assert!(grants.iter().any(|g| g.starts_with("USAGE on SCHEMA \"ANALYTICS\" to ROLE REPORTER")), "the swap lost the schema's grant: {grants:#?}");
+}

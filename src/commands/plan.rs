@@ -102,12 +102,11 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
             Err(e) => return Err(e),
         };
         let grants = match &warehouse_handle {
-            Some(wh) if crate::grants::applies(d) => {
+            Some(wh) => {
                 let locations: Vec<String> = prepared.locations.iter().map(|(p, _)| p.clone()).collect();
-                let (targets, _) = crate::grants::targets(&prepared.changes, &locations, &prod);
-                crate::grants::read(&**wh, &targets).await?
+                crate::grants::before_publish(&**wh, &prepared.changes, &locations).await?.0
             }
-            _ => Default::default(),
+            None => Default::default(),
         };
         plans.push(plan_of(session, &prepared, &prod, release_id, show_sql, &grants)?);
     }

@@ -154,12 +154,9 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
     wh.execute(&ledger::insert_statement(d, &release)).await?;
     release.finished_at = Some(ledger::now());
     // privileges on prod are kept and checked as by any publish
-    let (grant_targets, grant_targets_after) = crate::grants::targets(&changes, &schemas, &now);
-    let grants = if crate::grants::applies(d) { crate::grants::read(&*wh, &grant_targets).await? } else { Default::default() };
+    let (grants, grant_check) = crate::grants::before_publish(&*wh, &changes, &schemas).await?;
     let mut plan = publish::plan(&strategy, d, &release, &changes, &[], &grants)?;
-    if crate::grants::applies(d) {
-        plan.grant_check = Some(crate::grants::Check { before: grants, after_targets: grant_targets_after });
-    }
+    plan.grant_check = grant_check;
     if let Err(e) = ledger::journal::publish(&*wh, &mut release, &plan).await {
         if release.status == "running" {
             release.status = "failed".into();

@@ -206,7 +206,7 @@ async fn pipeline(
         ExitStatus::Interrupted(interrupt.exit_code().unwrap_or(130))
     } else {
         let r = release.as_mut().expect("deploy has a release");
-        publish_release(session, wh, r, &prepared, &prod, &mut report).await?
+        publish_release(session, wh, r, &prepared, &mut report).await?
     };
     if let Some(r) = release.as_mut() {
         if r.status == "running" {
@@ -229,7 +229,7 @@ async fn pipeline(
 /// Publish a green release. Everything after the publish commit (checks that
 /// can restore, dropping the audit location, old backups) can fail only as a
 /// warning: a published release exits 0 and says `published`.
-async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release, prepared: &Prepared<'_>, prod: &Catalog, report: &mut RunReport) -> Result<ExitStatus> {
+async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release, prepared: &Prepared<'_>, report: &mut RunReport) -> Result<ExitStatus> {
     let cfg = &session.cfg;
     let strategy = prepared.strategy;
     let dialect = session.layout.dialect;
@@ -240,12 +240,9 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
     r.published = changes.len() as i64;
     // privileges on prod, carried over by every step and compared at the end
     let prod_locations: Vec<String> = prepared.locations.iter().map(|(p, _)| p.clone()).collect();
-    let (grant_targets, grant_targets_after) = crate::grants::targets(changes, &prod_locations, prod);
-    let grants = if crate::grants::applies(dialect) { crate::grants::read(&**wh, &grant_targets).await? } else { Default::default() };
+    let (grants, grant_check) = crate::grants::before_publish(&**wh, changes, &prod_locations).await?;
     let mut plan = publish::plan(strategy, dialect, r, changes, &prepared.locations, &grants)?;
-    if crate::grants::applies(dialect) {
-        plan.grant_check = Some(crate::grants::Check { before: grants, after_targets: grant_targets_after });
-    }
+    plan.grant_check = grant_check;
     if let Err(e) = ledger::journal::publish(&**wh, r, &plan).await {
         if r.status != "publishing" {
             r.backup_schema = None;
