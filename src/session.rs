@@ -24,7 +24,7 @@ pub struct Session {
 impl Session {
     /// A session for the warehouse the profile names.
     pub fn open(cfg: RunConfig) -> Result<Session> {
-        let dialect = Dialect::parse(cfg.profile.warehouse_type()).unwrap_or(Dialect::DuckDb);
+        let dialect = cfg.profile.dialect();
         Self::open_as(cfg, dialect)
     }
 

@@ -43,8 +43,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         }
         Command::Plan(a) => {
             let cfg = RunConfig::new(g, &a.select)?;
-            let profile_dialect = crate::warehouse::Dialect::parse(cfg.profile.warehouse_type()).unwrap_or(crate::warehouse::Dialect::DuckDb);
-            let dialect = a.dialect.as_deref().and_then(crate::warehouse::Dialect::parse).unwrap_or(profile_dialect);
+            let dialect = a.dialect.as_deref().and_then(crate::warehouse::Dialect::parse).unwrap_or_else(|| cfg.profile.dialect());
             plan::run(&Session::open_as(cfg, dialect)?, a.show_sql, a.offline).await
         }
         Command::Strategies => strategies::run(g),

@@ -112,9 +112,14 @@ pub struct Profile {
 
 impl Profile {
     pub fn warehouse_type(&self) -> &'static str {
+        self.dialect().name()
+    }
+
+    /// The SQL dialect of the warehouse this target names.
+    pub fn dialect(&self) -> crate::warehouse::Dialect {
         match self.warehouse {
-            WarehouseSettings::DuckDb { .. } => "duckdb",
-            WarehouseSettings::Snowflake(_) => "snowflake",
+            WarehouseSettings::DuckDb { .. } => crate::warehouse::Dialect::DuckDb,
+            WarehouseSettings::Snowflake(_) => crate::warehouse::Dialect::Snowflake,
         }
     }
 }
