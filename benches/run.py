@@ -17,9 +17,9 @@ B2  `airlock plan --strategy all` (dry run) on a generated 15,000-model
 B3  `airlock deploy --strategy wac` of a generated project of 500 mart tables
     with 100 ms added to every statement (AIRLOCK_BENCH_LATENCY_MS, the
     warehouse deploy really uses), timed through the binary: the publish
-    phase from the statement log; first deploy and a redeploy. Plus the
-    Snowflake swap statement count. (`cargo bench --bench publish` is a
-    micro-benchmark of a helper deploy does not call; `--only B3micro`.)
+    phase from the statement log; first deploy, a redeploy, and the journaled
+    step-by-step path Snowflake/BigQuery take (default and 32 publish steps at
+    once). Plus the Snowflake swap statement count.
 B4  opt-in (`--only B4`): deploy of a generated 15,000-model project
     (~29,000 tests): wall, per-node cost, peak memory; B0 at the same size.
 
@@ -604,10 +604,12 @@ def bench_b3(tmp: str, tables: int, delay_ms: int, threads: int, report: list, f
         # the journaled step-by-step publish Snowflake and BigQuery take
         # (DuckDB made to commit every statement on its own)
         ("first deploy, step-by-step journaled path", {"AIRLOCK_TEST_DDL": "autocommit"}),
+        ("first deploy, journaled path, --publish-concurrency 32",
+         {"AIRLOCK_TEST_DDL": "autocommit", "AIRLOCK_PUBLISH_CONCURRENCY": "32"}),
     ]
     for i, (what, extra) in enumerate(runs):
         env = dict(extra, AIRLOCK_BENCH_LATENCY_MS=str(delay_ms))
-        if i == 2:
+        if i >= 2:
             fresh_db(db)
         log = os.path.join(root, "deploy%d.jsonl" % (i + 1))
         say("B3: %s: %sairlock deploy --strategy wac --threads %d" % (
@@ -633,34 +635,6 @@ def bench_b3(tmp: str, tables: int, delay_ms: int, threads: int, report: list, f
                            secs, stmts, how, sequential, fmt_s(r.wall)),
                        "<= %g s" % GOAL_B3_S, "yes" if secs <= GOAL_B3_S else "no"))
     bench_b3_swap_count(report, failures)
-
-
-def bench_b3_micro(report: list, failures: list) -> None:
-    """`cargo bench --bench publish`: publish::run_bounded, a helper that
-    deploy does NOT call, timed against a sequential loop. Informational."""
-    if not os.path.exists(os.path.join(BENCHES, "publish.rs")):
-        report.append(("B3micro run_bounded", "not available", "-", "-"))
-        return
-    say("B3micro: cargo bench --bench publish (CARGO_TARGET_DIR=%s); its output follows" % TARGET_DIR)
-    env = dict(os.environ, CARGO_TARGET_DIR=TARGET_DIR)
-    p = subprocess.Popen(["cargo", "bench", "--bench", "publish"], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, text=True)
-    lines = []
-    for line in p.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        if line.strip():
-            lines.append(line.rstrip())
-    rc = p.wait()
-    if rc != 0:
-        failures.append("B3micro: cargo bench --bench publish failed (exit %d)" % rc)
-        report.append(("B3micro run_bounded", "failed (exit %d)" % rc, "see above", "no"))
-        return
-    info_re = re.compile(r"^\s+(.+?):\s+(.+)$")
-    for line in lines[1:]:
-        m = info_re.match(line)
-        if m:
-            report.append(("B3micro (not deploy): %s" % " ".join(m.group(1).split()), m.group(2).strip(), "(info)", "-"))
 
 
 def bench_b3_swap_count(report: list, failures: list) -> None:
@@ -789,7 +763,7 @@ def main(argv: list[str]) -> int:
                     help="smoke check: --sizes 20 --runs 1 --b2-models 2000 (explicit flags still win)")
     ap.add_argument("--b2-models", type=int, help="models in the B2 plan project (default 15000)")
     ap.add_argument("--only", default="B1,B2,B3",
-                    help="benchmarks to run (default B1,B2,B3; B0 runs with B1; opt-in: B4, B3micro)")
+                    help="benchmarks to run (default B1,B2,B3; B0 runs with B1; opt-in: B4)")
     ap.add_argument("--no-dbt", action="store_true", help="B1 without dbt (airlock and B0 only)")
     ap.add_argument("--b3-tables", type=int, help="B3 mart tables (default %d)" % B3_TABLES)
     ap.add_argument("--b3-delay-ms", type=int, default=B3_DELAY_MS, help="B3 added latency per statement (default %d)" % B3_DELAY_MS)
@@ -846,8 +820,6 @@ def main(argv: list[str]) -> int:
             bench_b2(b2_models, runs, tmp, report, failures)
         if "B3" in only:
             bench_b3(tmp, b3_tables, args.b3_delay_ms, args.b3_threads, report, failures)
-        if "B3MICRO" in only:
-            bench_b3_micro(report, failures)
         if "B4" in only:
             bench_b4(b4_models, args.b4_threads, tmp, report, failures)
     except (StepFailed, subprocess.CalledProcessError, OSError) as e:

@@ -34,6 +34,10 @@ pub struct GlobalArgs {
     /// Extra strategy files (default: the project's strategies/ folder)
     #[arg(long, global = true, value_name = "DIR")]
     pub strategies_dir: Option<PathBuf>,
+    /// deploy, rollback, recover: independent publish steps (table clones) in
+    /// flight at once where DDL is not transactional (default: airlock.toml, else 8)
+    #[arg(long, global = true, value_name = "N", env = "AIRLOCK_PUBLISH_CONCURRENCY")]
+    pub publish_concurrency: Option<usize>,
     /// More logging on stderr (-v statements, -vv everything)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

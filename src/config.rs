@@ -33,6 +33,8 @@ pub struct DeploySettings {
     #[serde(default = "default_strategy")]
     pub strategy: String,
     pub threads: Option<usize>,
+    /// independent publish steps in flight at once (non-transactional DDL)
+    pub publish_concurrency: Option<usize>,
     /// the tag of the raw mirror layer (default: the mirror strategy's `tag`)
     pub mirror_tag: Option<String>,
 }
@@ -46,7 +48,7 @@ fn default_strategy() -> String {
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None, mirror_tag: None }
+        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None, publish_concurrency: None, mirror_tag: None }
     }
 }
 
@@ -69,6 +71,10 @@ pub fn read_settings(project_dir: &Path) -> Result<Settings> {
     Ok(settings)
 }
 
+/// Publish steps in flight at once when neither the flag nor airlock.toml
+/// says: enough to hide a remote warehouse's round trip without crowding it.
+pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 8;
+
 /// Everything a command needs, checked.
 pub struct RunConfig {
     pub project_dir: PathBuf,
@@ -80,6 +86,8 @@ pub struct RunConfig {
     pub select: Vec<String>,
     pub exclude: Vec<String>,
     pub threads: usize,
+    /// independent publish steps in flight at once (see `journal::publish`)
+    pub publish_concurrency: usize,
     pub full_refresh: bool,
     /// the strategy name asked for (`all` only for plan)
     pub strategy: String,
@@ -116,6 +124,10 @@ impl RunConfig {
             .threads
             .or(settings.deploy.threads)
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let publish_concurrency = global.publish_concurrency.or(settings.deploy.publish_concurrency).unwrap_or(DEFAULT_PUBLISH_CONCURRENCY);
+        if publish_concurrency == 0 {
+            bail!("publish concurrency 0 (--publish-concurrency or airlock.toml publish_concurrency): need at least 1");
+        }
         if let Some(dir) = &global.strategies_dir {
             if !dir.is_dir() {
                 bail!("--strategies-dir {}: no such directory", dir.display());
@@ -130,6 +142,7 @@ impl RunConfig {
             select: select.select.clone(),
             exclude: select.exclude.clone(),
             threads,
+            publish_concurrency,
             full_refresh: select.full_refresh,
             strategy: select.strategy.clone().unwrap_or_else(|| settings.deploy.strategy.clone()),
             strategies_dir: global.strategies_dir.clone().unwrap_or_else(|| project_dir.join("strategies")),
@@ -215,6 +228,11 @@ strategy = "swap"
 
 # Nodes built at once (default: the number of cores). --threads overrides.
 # threads = 4
+
+# Publish steps (table clones, one per object) in flight at once on a
+# warehouse whose DDL is not transactional, e.g. Snowflake (default: 8).
+# Views follow the tables, one after another. --publish-concurrency overrides.
+# publish_concurrency = 8
 
 # The tag of the raw mirror layer: models with it copy sources 1:1, are built
 # and published only by `--strategy mirror`, and every other deploy reads the

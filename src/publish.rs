@@ -69,12 +69,33 @@ pub struct Step {
     pub needs: Vec<(String, String)>,
     /// whether prod changes here (counts for the inconsistency window)
     pub prod_change: bool,
+    /// the steps (0-based) that must be done before this one starts; steps
+    /// with disjoint dependencies run at once (`--publish-concurrency`).
+    /// A journal without them (every list empty) runs in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<usize>,
 }
 
 impl Step {
     fn new(object: String, action: &str, sql: Vec<String>, undo: Option<Vec<String>>, prod_change: bool) -> Step {
-        Step { object, action: action.into(), sql, undo, creates: None, needs: vec![], prod_change }
+        Step { object, action: action.into(), sql, undo, creates: None, needs: vec![], prod_change, after: vec![] }
     }
+}
+
+/// Each step after the one before it: a plan run in order.
+fn in_order(steps: &mut [Step]) {
+    for (k, step) in steps.iter_mut().enumerate() {
+        step.after = k.checked_sub(1).into_iter().collect();
+    }
+}
+
+/// The steps each step waits for (0-based). A plan whose steps name none
+/// (one step, or a journal written before steps named them) runs in order.
+pub fn dependencies(steps: &[Step]) -> Vec<Vec<usize>> {
+    if steps.iter().all(|s| s.after.is_empty()) {
+        return (0..steps.len()).map(|k| k.checked_sub(1).into_iter().collect()).collect();
+    }
+    steps.iter().map(|s| s.after.clone()).collect()
 }
 
 /// A publish: the steps, then the ledger rows that close the release.
@@ -202,6 +223,8 @@ pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Chang
             steps.push(Step::new("views".into(), "repoint-views", repoint, Some(vec![]), true));
         }
         steps.extend(renames);
+        // few steps, each on a whole location: one after another
+        in_order(&mut steps);
         let objects: Vec<ReleaseObject> = changes
             .iter()
             .map(|c| {
@@ -218,14 +241,48 @@ pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Chang
     for s in schemas {
         steps.push(schema_step(s));
     }
+    in_order(&mut steps);
     let mut objects = Vec::with_capacity(changes.len());
+    let mut chains = Vec::with_capacity(changes.len());
     for c in changes {
         let kept_name = format!("{}__{}", c.schema, c.name);
         let kept = d.relation(&backup, &kept_name);
-        steps.extend(object_steps(strategy, d, c, Some((&kept, (&backup, &kept_name))), grants)?);
+        chains.push((desired_kind(c) == Some(ObjectKind::View), object_steps(strategy, d, c, Some((&kept, (&backup, &kept_name))), grants)?));
         objects.push(object(release, c, |p| (p.kind == ObjectKind::Table).then(|| kept.clone())));
     }
+    chain_objects(&mut steps, chains);
     Ok(Plan { steps, objects: ledger::objects_statement(d, &objects), grant_check: None })
+}
+
+/// Append each object's steps as a chain (keep, drop, create: in order).
+/// Table chains depend only on the schemas, so they run at once; a view is
+/// checked when it is created, so views come after every table, one after
+/// another in the plan's (dependency) order.
+fn chain_objects(steps: &mut Vec<Step>, chains: Vec<(bool, Vec<Step>)>) {
+    let schemas = steps.len().checked_sub(1);
+    let mut table_ends = Vec::new();
+    let mut views = Vec::new();
+    for (is_view, chain) in chains {
+        if is_view {
+            views.push(chain);
+            continue;
+        }
+        let mut prev = schemas;
+        for mut step in chain {
+            step.after = prev.into_iter().collect();
+            prev = Some(steps.len());
+            steps.push(step);
+        }
+        table_ends.extend(prev.filter(|&p| Some(p) != schemas));
+    }
+    let mut prev: Vec<usize> = if table_ends.is_empty() { schemas.into_iter().collect() } else { table_ends };
+    for chain in views {
+        for mut step in chain {
+            step.after = std::mem::take(&mut prev);
+            prev = vec![steps.len()];
+            steps.push(step);
+        }
+    }
 }
 
 /// Statements that put back what prod held before (`prev`), given the
@@ -385,32 +442,45 @@ pub async fn compare_rebuilt(
     Ok(differ)
 }
 
-/// Run independent statements (one per object, e.g. table clones on a
-/// warehouse without transactional DDL) with at most `limit` in flight.
-/// Returns the first error after letting the statements in flight finish.
-pub async fn run_bounded(wh: std::sync::Arc<dyn crate::warehouse::Warehouse>, statements: Vec<String>, limit: usize) -> anyhow::Result<()> {
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for sql in statements {
-        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
-        let wh = wh.clone();
-        set.spawn(async move {
-            let r = wh.execute(&sql).await;
-            drop(permit);
-            r
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(object: &str, action: &str) -> Step {
+        Step::new(object.into(), action, vec![format!("{action} {object}")], Some(vec![]), true)
     }
-    let mut first_err = None;
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(anyhow::anyhow!("publish task stopped: {e}"));
-            }
-        }
+
+    #[test]
+    fn tables_wait_only_for_the_schemas_and_views_for_every_table_in_order() {
+        let mut steps = vec![step("backup", "create-schema"), step("prod", "create-schema")];
+        in_order(&mut steps);
+        let chains = vec![
+            (false, vec![step("t1", "keep"), step("t1", "replace")]),
+            (true, vec![step("v1", "replace")]),
+            (false, vec![step("t2", "replace")]),
+            (true, vec![step("v2", "drop"), step("v2", "replace")]),
+        ];
+        chain_objects(&mut steps, chains);
+        let order: Vec<(&str, &str, Vec<usize>)> = steps.iter().map(|s| (s.object.as_str(), s.action.as_str(), s.after.clone())).collect();
+        assert_eq!(
+            order,
+            vec![
+                ("backup", "create-schema", vec![]),
+                ("prod", "create-schema", vec![0]),
+                ("t1", "keep", vec![1]),
+                ("t1", "replace", vec![2]),
+                ("t2", "replace", vec![1]),
+                ("v1", "replace", vec![3, 4]),
+                ("v2", "drop", vec![5]),
+                ("v2", "replace", vec![6]),
+            ]
+        );
+        assert_eq!(dependencies(&steps)[5], vec![3, 4]);
     }
-    first_err.map_or(Ok(()), Err)
+
+    #[test]
+    fn a_journal_whose_steps_name_no_dependencies_runs_in_order() {
+        let steps = vec![step("a", "keep"), step("a", "replace"), step("b", "replace")];
+        assert_eq!(dependencies(&steps), vec![vec![], vec![0], vec![1]]);
+    }
 }

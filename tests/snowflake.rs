@@ -336,6 +336,60 @@ fn an_object_by_object_publish_killed_at_every_step_is_recovered() {
     recover_after_every_step(&shop, "mirror", || sf::sql(&shop.db, &["INSERT INTO LANDING.SHIPMENTS VALUES (26, 5, '2024-02-01', 'dhl')"]).truncate(0));
 }
 
+#[test]
+fn a_clone_back_killed_at_every_publish_step_is_recovered() {
+    let shop = Shop::new("kill_clone_back");
+    recover_after_every_step(&shop, "clone-back", || append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n"));
+}
+
+#[test]
+fn a_wap_killed_at_every_publish_step_is_recovered() {
+    let shop = Shop::new("kill_wap");
+    recover_after_every_step(&shop, "wap", || append(&shop.project.join("seeds/raw_payments.csv"), "36,30,credit_card,5000\n"));
+}
+
+#[test]
+fn a_wac_killed_at_every_publish_step_is_recovered() {
+    let shop = Shop::new("kill_wac");
+    recover_after_every_step(&shop, "wac", || append(&shop.project.join("seeds/raw_payments.csv"), "36,30,credit_card,5000\n"));
+}
+
+/// Privileges lost while a publish runs (the emulator's `AIRLOCK_LOST_*` hook
+/// revokes them at the swap): the release is not recorded as published, the
+/// message names the privilege, and `recover --undo` puts back prod and every
+/// privilege.
+#[test]
+fn privileges_lost_during_a_publish_fail_the_release_and_recover_undo_restores_them() {
+    let shop = Shop::new("lost_grant");
+    shop.deploy("swap").assert_code(0);
+    shop.grant_readers();
+    sf::sql(&shop.db, &["GRANT USAGE ON SCHEMA ANALYTICS_MARTS TO ROLE AIRLOCK_LOST_AUDITOR", "GRANT SELECT ON TABLE ANALYTICS_MARTS.ORDERS TO ROLE AIRLOCK_LOST_AUDITOR"]);
+    let old = shop.checksums();
+    let grants = shop.grants();
+    assert!(grants.iter().any(|g| g.contains("AIRLOCK_LOST_AUDITOR")), "{grants:#?}");
+    append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n");
+
+    let run = shop.deploy("swap");
+    assert_ne!(run.code, 0, "a publish that lost privileges passed:\n{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("privileges on prod differ"), "{}", run.stderr);
+    assert!(run.stderr.contains("AIRLOCK_LOST_AUDITOR"), "the message does not name the lost privilege: {}", run.stderr);
+    assert!(run.stderr.contains("recover --undo"), "{}", run.stderr);
+    let history = shop.airlock(&shop.project, &["history", "--format", "json"]);
+    let h: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(h["releases"][0]["status"], "publishing", "{}", history.stdout);
+    // a deploy now refuses: the release must be settled first
+    shop.deploy("swap").assert_code(2);
+
+    let undo = shop.airlock(&shop.project, &["recover", "--undo"]);
+    undo.assert_code(0);
+    assert_eq!(shop.checksums(), old, "recover --undo did not put back the previous release:\n{}", undo.stdout);
+    assert_eq!(shop.grants(), grants, "recover --undo did not put back the privileges");
+    shop.assert_views_point_at_prod("after recover --undo");
+    let history = shop.airlock(&shop.project, &["history", "--format", "json"]);
+    let h: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(h["releases"][0]["status"], "recovered-back", "{}", history.stdout);
+}
+
 /// A publish killed before each of its steps, then `airlock recover`: prod is
 /// the old release or the new one, the ledger says which, privileges intact.
 fn recover_after_every_step(shop: &Shop, strategy: &str, change: impl Fn()) {

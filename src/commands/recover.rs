@@ -31,7 +31,7 @@ pub async fn run(cfg: &RunConfig, force_undo: bool) -> Result<ExitStatus> {
         },
         None => LockGuard::acquire(wh.clone(), "recover").await?,
     };
-    let result = recover(&*wh, force_undo, &mut notes).await;
+    let result = recover(&*wh, force_undo, cfg.publish_concurrency, &mut notes).await;
     guard.release().await?;
     let (status, outcome) = result?;
     if cfg.format == crate::cli::Format::Json {
@@ -42,7 +42,7 @@ pub async fn run(cfg: &RunConfig, force_undo: bool) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-async fn recover(wh: &dyn crate::warehouse::Warehouse, force_undo: bool, notes: &mut Vec<String>) -> Result<(String, Option<journal::Recovery>)> {
+async fn recover(wh: &dyn crate::warehouse::Warehouse, force_undo: bool, concurrency: usize, notes: &mut Vec<String>) -> Result<(String, Option<journal::Recovery>)> {
     ledger::ensure(wh).await?;
     for id in ledger::close_abandoned(wh).await? {
         notes.push(format!("release {id} was left running (before its publish) by a process that is gone: recorded as interrupted; prod was not touched"));
@@ -53,7 +53,7 @@ async fn recover(wh: &dyn crate::warehouse::Warehouse, force_undo: bool, notes: 
     };
     let mut release = ledger::releases(wh).await?.into_iter().find(|r| r.id == id).expect("the publishing release is in the ledger");
     notes.push(format!("release {id} ({}) was interrupted while publishing; {}", release.strategy, if force_undo { "undoing it (--undo)" } else { "completing it" }));
-    let recovery = journal::recover(wh, &mut release, force_undo).await?;
+    let recovery = journal::recover(wh, &mut release, force_undo, concurrency).await?;
     notes.extend(recovery.lines.iter().cloned());
     notes.push(format!("prod was mixed for {} ms", recovery.mixed_ms));
     Ok((recovery.outcome.clone(), Some(recovery)))

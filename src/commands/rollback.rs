@@ -157,7 +157,7 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
     let (grants, grant_check) = crate::grants::before_publish(&*wh, &changes, &schemas).await?;
     let mut plan = publish::plan(&strategy, d, &release, &changes, &[], &grants)?;
     plan.grant_check = grant_check;
-    if let Err(e) = ledger::journal::publish(&*wh, &mut release, &plan).await {
+    if let Err(e) = ledger::journal::publish(&*wh, &mut release, &plan, cfg.publish_concurrency).await {
         if release.status == "running" {
             release.status = "failed".into();
             release.backup_schema = None;

@@ -243,7 +243,7 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
     let (grants, grant_check) = crate::grants::before_publish(&**wh, changes, &prod_locations).await?;
     let mut plan = publish::plan(strategy, dialect, r, changes, &prepared.locations, &grants)?;
     plan.grant_check = grant_check;
-    if let Err(e) = ledger::journal::publish(&**wh, r, &plan).await {
+    if let Err(e) = ledger::journal::publish(&**wh, r, &plan, cfg.publish_concurrency).await {
         if r.status != "publishing" {
             r.backup_schema = None;
         }

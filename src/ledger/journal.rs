@@ -47,7 +47,14 @@ fn ledger_step(plan: &Plan) -> Step {
         creates: None,
         needs: vec![],
         prod_change: false,
+        after: vec![],
     }
+}
+
+/// Steps (0-based) recorded as done, in one statement.
+fn mark_steps(d: Dialect, release: i64, steps: &[usize]) -> String {
+    let list: Vec<String> = steps.iter().map(|k| (k + 1).to_string()).collect();
+    format!("UPDATE {} SET state = 'done', done_ms = {} WHERE release_id = {release} AND step IN ({})", table(d), epoch_ms(), list.join(", "))
 }
 
 fn mark(d: Dialect, release: i64, step: Option<usize>, state: &str) -> String {
@@ -66,7 +73,8 @@ async fn run_step(wh: &dyn Warehouse, sql: &[String]) -> Result<()> {
 /// Publish `plan` for `release`. On return `release.status` is the truth:
 /// `published`; `failed` (nothing took effect, or what did was undone); or
 /// `publishing` (interrupted mid-way and not undone: `airlock recover`).
-pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan) -> Result<()> {
+/// Independent steps run at most `concurrency` at once.
+pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, concurrency: usize) -> Result<()> {
     let d = wh.dialect();
     let id = release.id;
     let n = plan.steps.len();
@@ -101,14 +109,36 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan) -> 
     wh.execute_atomic(&[finish_statement(d, &publishing), insert(d, id, plan, "pending")?]).await.context("writing the publish journal")?;
     release.status = "publishing".into();
     let (mut first, mut last) = (None, None);
-    for k in 0..=n {
-        if k == n {
-            verify_grants(wh, release, plan).await?;
+    let deps = crate::publish::dependencies(&plan.steps);
+    let mut done = vec![false; n];
+    let todo: Vec<usize> = (0..n).collect();
+    let steps = &plan.steps;
+    let run = |k: usize| async move {
+        crate::failpoint::before_publish_statement(k + 1)?;
+        run_step(wh, &steps[k].sql).await
+    };
+    let ran = schedule(wh, id, &deps, &todo, &mut done, concurrency, run, |k| {
+        if steps[k].prod_change {
+            let now = epoch_ms();
+            first.get_or_insert(now);
+            last = Some(now);
         }
-        let attempt = async {
-            crate::failpoint::before_publish_statement(k + 1)?;
-            if k == n {
-                // the last step closes the release: ledger rows, all in one DML transaction
+    })
+    .await;
+    let failure = match ran.failure {
+        None => None,
+        Some(Failure::Record(e)) => {
+            return Err(e.context("recording publish steps as done failed: prod may be mixed; run `airlock recover`"));
+        }
+        Some(Failure::Step(k, e)) => Some((k, e)),
+    };
+    let failure = match failure {
+        Some(f) => Some(f),
+        None => {
+            verify_grants(wh, release, plan).await?;
+            // the last step closes the release: ledger rows, all in one DML transaction
+            let close = async {
+                crate::failpoint::before_publish_statement(n + 1)?;
                 let mut closing = release.clone();
                 closing.status = "published".into();
                 closing.mixed_ms = Some(match (first, last) {
@@ -119,40 +149,151 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan) -> 
                 stmts.push(finish_statement(d, &closing));
                 stmts.push(mark(d, id, None, "done"));
                 wh.execute_atomic(&stmts).await?;
-                *release = closing;
-                return Ok(());
-            }
-            run_step(wh, &plan.steps[k].sql).await
-        };
-        if let Err(e) = attempt.await {
-            let (action, object) = plan.steps.get(k).map(|s| (s.action.as_str(), s.object.as_str())).unwrap_or(("ledger", "the release"));
-            let what = format!("publish step {} of {} ({action} {object}) failed", k + 1, n + 1);
-            let mut undone = release.clone();
-            let done = &plan.steps[..(k + 1).min(n)];
-            return match undo(wh, &mut undone, done, first.map(|f| epoch_ms() - f)).await {
-                Ok(lines) => {
-                    tracing::info!("undone: {}", lines.join("; "));
-                    undone.status = "failed".into();
-                    wh.execute_atomic(&[finish_statement(d, &undone), mark(d, id, None, "undone")])
-                        .await
-                        .with_context(|| format!("{what}; it was undone (prod is as before), but recording that failed: run `airlock recover`"))?;
-                    *release = undone;
-                    Err(e.context(format!("{what}; the {k} step{} before it were undone: prod is as before", if k == 1 { "" } else { "s" })))
-                }
-                Err(u) => Err(e.context(format!("{what}, and undoing it failed too ({u:#}): prod may be mixed; run `airlock recover`"))),
+                anyhow::Ok(closing)
             };
+            match close.await {
+                Ok(closing) => {
+                    *release = closing;
+                    return Ok(());
+                }
+                Err(e) => Some((n, e)),
+            }
         }
-        if k == n {
-            break;
+    };
+    let Some((k, e)) = failure else { return Ok(()) };
+    let (action, object) = steps.get(k).map(|s| (s.action.as_str(), s.object.as_str())).unwrap_or(("ledger", "the release"));
+    let what = format!("publish step {} of {} ({action} {object}) failed", k + 1, n + 1);
+    // every step that ran, and those that failed midway (an undo of a step
+    // that did not happen puts back what is there already)
+    let mut started: Vec<usize> = ran.completed.iter().chain(&ran.failed).copied().collect();
+    started.sort_unstable();
+    let to_undo: Vec<(usize, &Step)> = started.iter().map(|&k| (k, &steps[k])).collect();
+    let mut undone = release.clone();
+    match undo(wh, &mut undone, &to_undo, first.map(|f| epoch_ms() - f)).await {
+        Ok(lines) => {
+            tracing::info!("undone: {}", lines.join("; "));
+            undone.status = "failed".into();
+            wh.execute_atomic(&[finish_statement(d, &undone), mark(d, id, None, "undone")])
+                .await
+                .with_context(|| format!("{what}; it was undone (prod is as before), but recording that failed: run `airlock recover`"))?;
+            *release = undone;
+            let others = ran.completed.len();
+            Err(e.context(format!("{what}; the {others} step{} done before it {} undone: prod is as before", if others == 1 { "" } else { "s" }, if others == 1 { "was" } else { "were" })))
         }
-        let now = epoch_ms();
-        if plan.steps[k].prod_change {
-            first.get_or_insert(now);
-            last = Some(now);
-        }
-        wh.execute(&mark(d, id, Some(k + 1), "done")).await.with_context(|| format!("recording publish step {} as done: run `airlock recover`", k + 1))?;
+        Err(u) => Err(e.context(format!("{what}, and undoing it failed too ({u:#}): prod may be mixed; run `airlock recover`"))),
     }
-    Ok(())
+}
+
+/// What stopped a [`schedule`].
+enum Failure {
+    /// step k (0-based) failed
+    Step(usize, anyhow::Error),
+    /// the journal could not record steps that ran
+    Record(anyhow::Error),
+}
+
+/// What a [`schedule`] ran.
+struct Ran {
+    failure: Option<Failure>,
+    /// steps that ran to the end (recorded as done, or not when recording failed)
+    completed: Vec<usize>,
+    /// steps that failed, perhaps midway
+    failed: Vec<usize>,
+}
+
+enum Event {
+    Step(usize, Result<()>),
+    Recorded(Vec<usize>, Result<()>),
+}
+
+/// Run the steps `todo` (0-based, in order), each once every step it depends
+/// on is done, at most `limit` at once. A step counts as done (so its
+/// dependents may start, and `on_done` hears of it) only once the journal
+/// says so; steps that finish together are recorded by one statement, while
+/// the others run on. After a failure nothing new starts; what runs finishes
+/// and is recorded.
+#[allow(clippy::too_many_arguments)]
+async fn schedule<'a, F, Fut>(
+    wh: &'a dyn Warehouse,
+    release: i64,
+    deps: &[Vec<usize>],
+    todo: &[usize],
+    done: &mut [bool],
+    limit: usize,
+    run: F,
+    mut on_done: impl FnMut(usize),
+) -> Ran
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'a,
+{
+    use futures_util::future::BoxFuture;
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let d = wh.dialect();
+    let mut waiting: Vec<usize> = todo.to_vec();
+    let mut inflight: FuturesUnordered<BoxFuture<'a, Event>> = FuturesUnordered::new();
+    let (mut running, mut recording, mut can_record) = (0usize, false, true);
+    let mut unrecorded = Vec::new();
+    let mut ran = Ran { failure: None, completed: Vec::new(), failed: Vec::new() };
+    loop {
+        if ran.failure.is_none() {
+            let mut i = 0;
+            while running < limit.max(1) && i < waiting.len() {
+                let k = waiting[i];
+                if deps[k].iter().all(|&j| done[j]) {
+                    waiting.remove(i);
+                    running += 1;
+                    let step = run(k);
+                    inflight.push(Box::pin(async move { Event::Step(k, step.await) }));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if !recording && can_record && !unrecorded.is_empty() {
+            recording = true;
+            let ks: Vec<usize> = std::mem::take(&mut unrecorded);
+            let sql = mark_steps(d, release, &ks);
+            inflight.push(Box::pin(async move {
+                let r = wh.execute(&sql).await;
+                Event::Recorded(ks, r)
+            }));
+        }
+        let Some(event) = inflight.next().await else { break };
+        match event {
+            Event::Step(k, Ok(())) => {
+                running -= 1;
+                ran.completed.push(k);
+                unrecorded.push(k);
+            }
+            Event::Step(k, Err(e)) => {
+                running -= 1;
+                ran.failed.push(k);
+                ran.failure.get_or_insert(Failure::Step(k, e));
+            }
+            Event::Recorded(ks, Ok(())) => {
+                recording = false;
+                for k in ks {
+                    done[k] = true;
+                    on_done(k);
+                }
+            }
+            Event::Recorded(ks, Err(e)) => {
+                recording = false;
+                can_record = false;
+                let list: Vec<String> = ks.iter().map(|k| (k + 1).to_string()).collect();
+                ran.failure.get_or_insert(Failure::Record(e.context(format!("recording publish step(s) {} as done", list.join(", ")))));
+            }
+        }
+    }
+    if ran.failure.is_none() {
+        if let Some(&k) = waiting.first() {
+            // a plan whose steps wait for one another: never happens with
+            // plans from `publish::plan`, but must not pass for success
+            ran.failure = Some(Failure::Step(k, anyhow::anyhow!("publish step {} waits for steps that never finish", k + 1)));
+        }
+    }
+    ran
 }
 
 /// Every step is done: the privileges on prod must be what they were. A
@@ -198,13 +339,14 @@ async fn read(wh: &dyn Warehouse, release: i64) -> Result<Vec<Row>> {
         .collect()
 }
 
-/// Undo `steps` (those done, and the one that may have been in flight) in
-/// reverse, then close the release as `recovered-back`/`failed` without
-/// backups. Returns what it did, a line per step.
-async fn undo(wh: &dyn Warehouse, release: &mut Release, steps: &[Step], mixed_ms: Option<i64>) -> Result<Vec<String>> {
+/// Undo `steps` (0-based number and step: those done, and those that may
+/// have been in flight) in reverse, then close the release as
+/// `recovered-back`/`failed` without backups. Returns what it did, a line
+/// per step.
+async fn undo(wh: &dyn Warehouse, release: &mut Release, steps: &[(usize, &Step)], mixed_ms: Option<i64>) -> Result<Vec<String>> {
     let d = wh.dialect();
     let mut lines = Vec::new();
-    for (k, step) in steps.iter().enumerate().rev() {
+    for &(k, step) in steps.iter().rev() {
         let Some(undo) = &step.undo else {
             bail!("step {} ({} {}) cannot be undone; run `airlock recover` without --undo to complete the publish", k + 1, step.action, step.object);
         };
@@ -235,8 +377,9 @@ pub struct Recovery {
 
 /// Complete (or with `force_undo`, undo) the publish of `release`, which the
 /// ledger shows as `publishing`. Forward needs every remaining step's inputs
-/// (the audited objects); otherwise the publish is undone.
-pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool) -> Result<Recovery> {
+/// (the audited objects); otherwise the publish is undone. Independent steps
+/// run at most `concurrency` at once.
+pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool, concurrency: usize) -> Result<Recovery> {
     let d = wh.dialect();
     let id = release.id;
     let rows = read(wh, id).await?;
@@ -245,33 +388,55 @@ pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool
     }
     let first_change = rows.iter().filter(|r| r.body.prod_change && r.state == "done").filter_map(|r| r.done_ms).min();
     let mixed_ms = first_change.map(|f| epoch_ms() - f).unwrap_or(0);
-    let pending: Vec<&Row> = rows.iter().filter(|r| r.state != "done").collect();
+    // the steps that change the warehouse, in order (the journal numbers them 1..=n)
+    let steps: Vec<&Row> = rows.iter().filter(|r| r.body.action != "ledger").collect();
+    if steps.iter().enumerate().any(|(k, r)| r.step != k + 1) {
+        bail!("the journal of release {id} has gaps in its step numbers: it cannot be recovered automatically; inspect prod and the backups in {}", crate::publish::backup_schema(d, id));
+    }
+    let bodies: Vec<Step> = steps.iter().map(|r| r.body.clone()).collect();
+    let deps = crate::publish::dependencies(&bodies);
+    let mut done: Vec<bool> = steps.iter().map(|r| r.state == "done").collect();
+    let pending: Vec<usize> = (0..steps.len()).filter(|&k| !done[k]).collect();
 
     // forward only when everything still to do can be done
     let mut missing = Vec::new();
     if !force_undo {
-        let schemas: BTreeSet<String> = pending.iter().flat_map(|r| r.body.needs.iter().chain(r.body.creates.iter()).map(|(s, _)| s.clone())).collect();
+        let schemas: BTreeSet<String> = pending.iter().flat_map(|&k| bodies[k].needs.iter().chain(bodies[k].creates.iter()).map(|(s, _)| s.clone())).collect();
         let catalog = wh.catalog(&schemas.into_iter().collect::<Vec<_>>()).await?;
         let same = |a: &str, b: &str| if d.case_insensitive_names() { a.eq_ignore_ascii_case(b) } else { a == b };
         let exists = |(s, n): &(String, String)| catalog.iter().any(|e| same(&e.schema, s) && (n.is_empty() || same(&e.name, n)));
-        for r in &pending {
-            for need in &r.body.needs {
+        for &k in &pending {
+            for need in &bodies[k].needs {
                 if !exists(need) {
                     missing.push(format!("{}.{}", need.0, need.1));
                 }
             }
         }
         if missing.is_empty() {
-            let mut lines = Vec::new();
-            for r in pending.iter().filter(|r| r.body.action != "ledger") {
-                if r.body.action == "keep" && r.body.creates.as_ref().is_some_and(exists) {
-                    lines.push(format!("step {} ({} {}): had happened before the interruption", r.step, r.body.action, r.body.object));
-                } else {
-                    run_step(wh, &r.body.sql).await.with_context(|| format!("completing step {} ({} {})", r.step, r.body.action, r.body.object))?;
-                    lines.push(format!("step {} ({} {}): done", r.step, r.body.action, r.body.object));
+            // a kept backup already there was made before the interruption:
+            // making it again would keep the new object instead of the old
+            let happened: BTreeSet<usize> = pending.iter().copied().filter(|&k| bodies[k].action == "keep" && bodies[k].creates.as_ref().is_some_and(exists)).collect();
+            let bodies_ref = &bodies;
+            let happened_ref = &happened;
+            let run = |k: usize| async move {
+                if happened_ref.contains(&k) {
+                    return Ok(());
                 }
-                wh.execute(&mark(d, id, Some(r.step), "done")).await?;
+                run_step(wh, &bodies_ref[k].sql).await.with_context(|| format!("completing step {} ({} {})", k + 1, bodies_ref[k].action, bodies_ref[k].object))
+            };
+            let ran = schedule(wh, id, &deps, &pending, &mut done, concurrency, run, |_| {}).await;
+            match ran.failure {
+                Some(Failure::Step(_, e)) | Some(Failure::Record(e)) => return Err(e),
+                None => {}
             }
+            let mut lines: Vec<String> = pending
+                .iter()
+                .map(|&k| {
+                    let b = &bodies[k];
+                    let how = if happened.contains(&k) { "had happened before the interruption" } else { "done" };
+                    format!("step {} ({} {}): {how}", k + 1, b.action, b.object)
+                })
+                .collect();
             release.status = "recovered-forward".into();
             release.finished_at = Some(super::now());
             release.mixed_ms = Some(mixed_ms);
@@ -284,14 +449,15 @@ pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool
         }
     }
 
-    // back: what was done, and the step that may have been in flight
-    let upto = rows.iter().filter(|r| r.body.action != "ledger").take_while(|r| r.state == "done").count() + 1;
-    let steps: Vec<Step> = rows.iter().filter(|r| r.body.action != "ledger").take(upto).map(|r| r.body.clone()).collect();
+    // back: what was done, and every step that may have been in flight (all
+    // it waited for was done); undoing a step that had not started puts back
+    // what is there already
+    let to_undo: Vec<(usize, &Step)> = (0..bodies.len()).filter(|&k| done[k] || deps[k].iter().all(|&j| done[j])).map(|k| (k, &bodies[k])).collect();
     let mut lines = Vec::new();
     if !missing.is_empty() {
         lines.push(format!("cannot complete: {} no longer exist{}; undoing", missing.join(", "), if missing.len() == 1 { "s" } else { "" }));
     }
-    lines.extend(undo(wh, release, &steps, Some(mixed_ms)).await?);
+    lines.extend(undo(wh, release, &to_undo, Some(mixed_ms)).await?);
     release.status = "recovered-back".into();
     wh.execute_atomic(&[finish_statement(d, release), mark(d, id, None, "undone")]).await.context("recording the undo in the ledger")?;
     lines.push(format!("release {id} recorded as recovered-back: prod is as before release {id}"));

@@ -236,6 +236,24 @@ def test_schema_swap_exchanges_contents_and_grants(connect: Connect, db: tuple[s
     assert other.all("select * from u") == [(42,)]
 
 
+def test_hook_a_swap_loses_the_privileges_of_an_airlock_lost_role_once(db: tuple[str, Sql]) -> None:
+    """Test hook (not Snowflake): a role named AIRLOCK_LOST_* loses its privileges on
+    the schema named after SWAP WITH, and on its objects, at the first swap of that
+    schema -- a privilege revoked by someone else mid-publish. Other roles keep theirs
+    and a second swap changes nothing more."""
+    name, sql = db
+    _setup_two_schemas(sql)
+    sql.run("grant usage on schema a to role airlock_lost_reader")
+    sql.run("grant select on table a.t to role airlock_lost_reader")
+    sql.run("alter schema a swap with b")
+    # a's contents are now b: the hook took the lost role's grants from them
+    assert sql.grants_on("SCHEMA", "b") == {("OWNERSHIP", "SYSADMIN"), ("USAGE", "READER_A")}
+    assert sql.grants_on("TABLE", "b.t") == {("OWNERSHIP", "SYSADMIN"), ("SELECT", "READER_A")}
+    sql.run("grant select on table b.t to role airlock_lost_reader")
+    sql.run("alter schema a swap with b")
+    assert sql.grants_on("TABLE", "a.t") == {("OWNERSHIP", "SYSADMIN"), ("SELECT", "READER_A"), ("SELECT", "AIRLOCK_LOST_READER")}
+
+
 def test_schema_swap_failure_changes_nothing(db: tuple[str, Sql]) -> None:
     """A swap naming a missing schema fails with "Schema 'X' does not exist or not
     authorized." and leaves the other schema as it was; IF EXISTS on a missing first

@@ -16,6 +16,9 @@ from dataclasses import dataclass, replace
 
 Name = tuple[str, ...]
 
+# test hook: see GrantStore._lose_on_swap
+LOST_ON_SWAP = "AIRLOCK_LOST_"
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -53,6 +56,8 @@ class GrantStore:
         self._lock = threading.Lock()
         self._grants: dict[tuple[str, str, Name, str], Grant] = {}
         self._future: dict[tuple[str, str, Name, str], FutureGrant] = {}
+        # test hook: roles whose privileges one swap has already lost
+        self._lost: set[str] = set()
 
     # -- GRANT / REVOKE ------------------------------------------------------------------
     def grant(
@@ -188,6 +193,21 @@ class GrantStore:
                 (f.privilege, f.object_type, f.container, f.grantee): f
                 for f in (replace(f, container=swap(f.container)) for f in self._future.values())
             }
+            self._lose_on_swap(b)
+
+    def _lose_on_swap(self, b: Name) -> None:
+        """Test hook, not Snowflake: privileges of a role named ``AIRLOCK_LOST_*``
+        on the second schema of a swap (the one named after SWAP WITH) and on its
+        objects are revoked by the swap -- once per role -- standing for a privilege
+        someone else revokes while a publish runs. The caller holds the lock."""
+        lost = {
+            g.grantee
+            for g in self._grants.values()
+            if g.grantee.startswith(LOST_ON_SWAP) and g.grantee not in self._lost and g.name[: len(b)] == b
+        }
+        if lost:
+            self._grants = {k: g for k, g in self._grants.items() if not (g.grantee in lost and g.name[: len(b)] == b)}
+            self._lost |= lost
 
     def cloned_container(self, kind: str, source: Name, clone: Name, role: str) -> None:
         """Cloning a database or schema: the clone inherits all grants on the clones
