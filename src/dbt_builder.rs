@@ -635,6 +635,8 @@ async fn pipeline(
         let n = audit_manifest.get(&r.unique_id);
         let (rtype, name, mat) = match n {
             Some(n) => (n.resource_type.clone(), n.name.clone(), n.materialized.clone()),
+            // project hooks (on-run-start / on-run-end) are not manifest nodes
+            None if r.unique_id.starts_with("operation.") => ("hook".to_string(), r.unique_id.rsplit('.').next().unwrap_or_default().to_string(), "hook".to_string()),
             None => (r.unique_id.split('.').next().unwrap_or("node").to_string(), r.unique_id.clone(), String::new()),
         };
         let v = verdict(&rtype, &r.status);
@@ -644,8 +646,10 @@ async fn pipeline(
         }
         match v {
             Verdict::Built => {
-                counts.built += 1;
-                built.insert(r.unique_id.clone());
+                if rtype != "hook" {
+                    counts.built += 1;
+                    built.insert(r.unique_id.clone());
+                }
             }
             Verdict::Pass => counts.passed += 1,
             Verdict::Warn => counts.warned += 1,
