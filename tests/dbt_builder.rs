@@ -54,6 +54,31 @@ fn features_copy(s: &Scratch) -> PathBuf {
     project
 }
 
+/// [`prod_checksums`] for views that read CSV files relative to `dir` (the
+/// shop's source): DuckDB resolves them against `file_search_path`.
+fn checksums_reading_files(db: &Path, schemas: &[&str], dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let conn = duckdb::Connection::open_with_flags(db, duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).unwrap()).expect("open db");
+    conn.execute_batch(&format!("SET file_search_path = '{}'", dir.display())).unwrap();
+    let text = |sql: &str| -> Vec<Vec<String>> {
+        let mut stmt = conn.prepare(&format!("SELECT COLUMNS(*)::VARCHAR FROM ({sql})")).expect("prepare");
+        let mut rows = stmt.query([]).expect("query");
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            let n = row.as_ref().column_count();
+            out.push((0..n).map(|i| row.get::<_, Option<String>>(i).unwrap().unwrap_or_else(|| "NULL".into())).collect());
+        }
+        out
+    };
+    let list = schemas.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let mut out = std::collections::BTreeMap::new();
+    for o in text(&format!("SELECT table_schema, table_name, table_type FROM information_schema.tables WHERE table_schema IN ({list}) ORDER BY 1, 2")) {
+        let rel = format!("\"{}\".\"{}\"", o[0], o[1]);
+        let sum = text(&format!("SELECT COUNT(*), COALESCE(md5(string_agg(md5(t::VARCHAR), '' ORDER BY md5(t::VARCHAR))), '') FROM {rel} AS t"));
+        out.insert(format!("{}.{}", o[0], o[1]), format!("{} rows={} md5={}", o[2], sum[0][0], sum[0][1]));
+    }
+    out
+}
+
 /// No prod object of the shop (a missing database holds none).
 fn prod_empty(db: &Path) -> bool {
     !db.exists() || prod_checksums(db, &["main", "main_marts"]).is_empty()
@@ -78,8 +103,8 @@ fn shop_publishes_the_same_prod_tables_through_both_builders() {
     run.assert_code(0);
     assert!(run.stdout.contains("release 1 published"), "{}", run.stdout);
 
-    let a = prod_checksums(&native.db(), &["main", "main_marts"]);
-    let b = prod_checksums(&with_dbt.db(), &["main", "main_marts"]);
+    let a = checksums_reading_files(&native.db(), &["main", "main_marts"], &native.path().join("shop"));
+    let b = checksums_reading_files(&with_dbt.db(), &["main", "main_marts"], &project);
     assert!(a.contains_key("main_marts.orders") && a.contains_key("main_marts.customer_summary"), "{a:#?}");
     assert_eq!(a, b, "native (left) and --builder dbt (right) published different prod objects");
 }
