@@ -159,7 +159,7 @@ impl RunConfig {
         let (builder, builder_reason) = match (&select.builder, &settings.deploy.builder) {
             (Some(b), _) => (b.as_str(), "--builder".to_string()),
             (None, Some(b)) => (b.as_str(), format!("builder = \"{b}\" in {SETTINGS_FILE}")),
-            (None, None) => ("native", "the default (--builder dbt or builder = \"dbt\" in airlock.toml runs the project's own dbt)".to_string()),
+            (None, None) => ("native", "the default; --builder dbt or builder = \"dbt\" in airlock.toml runs the project's own dbt".to_string()),
         };
         let builder = Builder::parse(builder).ok_or_else(|| anyhow!("--builder {builder}: use native or dbt"))?;
         if let Some(dir) = &global.strategies_dir {

@@ -186,7 +186,7 @@ fn plan_says_which_builder_runs_and_why() {
     let project = s.copy_fixture("shop");
     let run = s.airlock(&project, &["plan", "--offline"]);
     run.assert_code(0);
-    assert!(run.stdout.contains("builder: native (the default"), "{}", run.stdout);
+    assert!(run.stdout.contains("builder: native (the default;"), "{}", run.stdout);
     let run = s.airlock(&project, &["plan", "--builder", "dbt"]);
     run.assert_code(0);
     assert!(run.stdout.contains("builder: dbt (--builder)") && run.stdout.contains("schema 'main__audit' in place of 'main'"), "{}", run.stdout);

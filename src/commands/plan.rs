@@ -346,6 +346,7 @@ fn print_comparison(r: &PlanReport, show_sql: bool) {
         "no strategies",
     );
     let mut tail = format!("dry run on {} ({}), selection {}: nothing was written\n", r.warehouse, r.dialect, r.selection);
+    tail.push_str(&format!("builder: {} ({})\n", r.builder, r.builder_reason));
     if show_sql {
         for p in r.strategies.iter() {
             if let Some(sql) = &p.sql {
@@ -356,6 +357,5 @@ fn print_comparison(r: &PlanReport, show_sql: bool) {
             }
         }
     }
-    tail.push_str(&format!("builder: {} ({})\n", r.builder, r.builder_reason));
     report::emit(&tail);
 }
