@@ -770,8 +770,12 @@ async fn pipeline(
         ExitStatus::Interrupted(interrupt.exit_code().unwrap_or(130))
     } else {
         let r = release.as_mut().expect("deploy has a release");
-        let changes = changes(strategy, d, &twins, &built, &prod)?;
-        publish_release(cfg, strategy, wh, r, &changes, &locations, &mut report).await?
+        if strategy.steps.publish == Publish::Rebuild {
+            publish_wap(cfg, strategy, dbt, wh, r, &twins, &built, &prod, &locations, &mut report).await?
+        } else {
+            let changes = changes(strategy, d, &twins, &built, &prod)?;
+            publish_release(cfg, strategy, wh, r, &changes, &locations, &mut report).await?
+        }
     };
     if let Some(r) = release.as_mut() {
         if r.status == "running" {
@@ -889,14 +893,163 @@ async fn publish_release(cfg: &RunConfig, strategy: &Strategy, wh: &Arc<Recordin
     Ok(ExitStatus::Success)
 }
 
+/// wap: the top-level models (`--publish-select`, else the strategy's
+/// `publish_select`: `tag:NAME` and model names) that this run built.
+fn wap_selection(cfg: &RunConfig, strategy: &Strategy, twins: &BTreeMap<String, Twin>, built: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    let spec = cfg.publish_select.clone().or_else(|| strategy.param_str("publish_select")).unwrap_or_else(|| "tag:mart".into());
+    let mut out = BTreeSet::new();
+    for token in spec.split_whitespace() {
+        let matches: Vec<&String> = match token.strip_prefix("tag:") {
+            Some(tag) => twins.iter().filter(|(_, t)| t.prod.tags.iter().any(|g| g == tag)).map(|(id, _)| id).collect(),
+            None if token.contains([':', '+', '@', '*']) => {
+                bail!("--publish-select / publish_select '{spec}': with --builder dbt, wap takes `tag:NAME` and model names (not '{token}')")
+            }
+            None => twins.iter().filter(|(_, t)| t.prod.name == token).map(|(id, _)| id).collect(),
+        };
+        out.extend(matches.into_iter().filter(|id| built.contains(*id)).cloned());
+    }
+    Ok(out)
+}
+
+/// wap with the dbt builder: the journal keeps a backup of each prod table
+/// to rebuild (and replaces views with dbt's prod SQL), then dbt itself
+/// rebuilds the tables in prod with `--defer --state` on the audit manifest
+/// (`--favor-state`: refs to models not rebuilt read the audited
+/// relations); each rebuilt table is compared with its audited twin. dbt
+/// failing, or a difference (unless `verify = "warn"`), restores prod from
+/// the backups and fails the release.
+#[allow(clippy::too_many_arguments)]
+async fn publish_wap(
+    cfg: &RunConfig,
+    strategy: &Strategy,
+    dbt: &Arc<Dbt>,
+    wh: &Arc<Recording>,
+    r: &mut Release,
+    twins: &BTreeMap<String, Twin>,
+    built: &BTreeSet<String>,
+    prod: &Catalog,
+    locations: &[(String, String)],
+    report: &mut RunReport,
+) -> Result<ExitStatus> {
+    let d = wh.dialect();
+    let chosen = wap_selection(cfg, strategy, twins, built)?;
+    let mut changes = Vec::new();
+    let mut rebuilt: Vec<&Twin> = Vec::new();
+    for id in &chosen {
+        let t = &twins[id];
+        let prev = prod.get(&t.prod.schema, &t.prod.identifier).cloned();
+        let desired = if t.prod.materialized == "view" {
+            Desired::View { select: t.prod.compiled_code.clone().ok_or_else(|| anyhow!("{id}: dbt compiled no SQL for the prod view {}", t.prod.name))? }
+        } else {
+            rebuilt.push(t);
+            // dbt writes the table: the journal's step only knows how to undo it
+            Desired::Rebuild { select: String::new() }
+        };
+        changes.push(Change { schema: t.prod.schema.clone(), name: t.prod.identifier.clone(), desired, prev });
+    }
+    r.finished_at = Some(ledger::now());
+    r.backup_schema = Some(publish::backup_schema(d, r.id));
+    r.published = changes.len() as i64;
+    let prod_locations: Vec<String> = locations.iter().map(|(p, _)| p.clone()).collect();
+    let (grants, grant_check) = crate::grants::before_publish(&**wh, &changes, &prod_locations).await?;
+    let mut plan = publish::plan(strategy, d, r, &changes, locations, &grants)?;
+    for step in plan.steps.iter_mut().filter(|s| s.action == "rebuild") {
+        // keep the regrants that follow the CREATE; the CREATE is dbt's
+        step.sql.remove(0);
+    }
+    plan.grant_check = grant_check;
+    if let Err(e) = ledger::journal::publish(&**wh, r, &plan).await {
+        if r.status != "publishing" {
+            r.backup_schema = None;
+        }
+        return Err(e);
+    }
+    let mut problem = None;
+    if !rebuilt.is_empty() {
+        wh.release_connections();
+        let mut args = vec!["--select".to_string()];
+        args.extend(rebuilt.iter().map(|t| t.prod.name.clone()));
+        args.extend(["--defer".into(), "--favor-state".into(), "--state".into(), dbt.audit_path.display().to_string()]);
+        if let Some(n) = cfg.threads_given {
+            args.extend(["--threads".into(), n.to_string()]);
+        }
+        let results_file = dbt.prod_path.join("run_results.json");
+        let _ = std::fs::remove_file(&results_file);
+        let me = dbt.clone();
+        let inv = tokio::task::spawn_blocking(move || {
+            let mut cmd = me.command("run", false);
+            cmd.args(&args);
+            me.run(cmd, |_| {})
+        })
+        .await
+        .map_err(|e| anyhow!("dbt run stopped: {e}"))?;
+        match inv {
+            Err(e) => problem = Some(format!("{e:#}")),
+            Ok(inv) => match read_run_results(&results_file, inv.invocation_id.as_deref()) {
+                Ok(results)
+                    if inv.code == Some(0)
+                        && results.iter().all(|x| x.status == "success")
+                        && rebuilt.iter().all(|t| results.iter().any(|x| x.unique_id == t.prod.unique_id)) => {}
+                Ok(_) | Err(_) => problem = Some(format!("dbt run in prod did not rebuild every model: {}", inv.message())),
+            },
+        }
+    }
+    if problem.is_none() {
+        let mut differ = Vec::new();
+        for t in &rebuilt {
+            let (p, a) = (d.relation(&t.prod.schema, &t.prod.identifier), d.relation(&t.audit.schema, &t.audit.identifier));
+            let rows = wh.query(&format!("SELECT ({}) AS prod, ({}) AS audit", d.checksum_sql(&p), d.checksum_sql(&a))).await.with_context(|| format!("comparing {p} with its audited twin {a}"))?;
+            let row = rows.rows.first().cloned().unwrap_or_default();
+            let (pv, av) = (row.first().cloned().flatten(), row.get(1).cloned().flatten());
+            if pv.is_none() || pv != av {
+                differ.push(format!("{p} differs from {a}"));
+            }
+        }
+        if !differ.is_empty() {
+            let list = differ.join("; ");
+            if strategy.param_str("verify").as_deref() == Some("warn") {
+                report.warnings.push(format!("rebuilt in prod but different from the audited twin (verify = \"warn\"): {list}"));
+            } else {
+                problem = Some(format!("rebuilt in prod, different from what the gate passed: {list} (a non-deterministic model? set verify = \"warn\" in the wap strategy's [params] to publish anyway)"));
+            }
+        }
+    }
+    if let Some(why) = problem {
+        let restore = publish::restore_statements(d, r, &plan)?;
+        wh.execute_atomic(&restore).await.context("restoring prod after the wap rebuild failed")?;
+        r.status = "failed".into();
+        r.backup_schema = None;
+        report.status = "failed".into();
+        report.message = format!("release {} failed: {why}; prod restored to its state before the publish", r.id);
+        return Ok(ExitStatus::Error);
+    }
+    report.published = changes.iter().map(|c| d.relation(&c.schema, &c.name)).collect();
+    let drops: Vec<String> = locations.iter().map(|(_, a)| format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(a))).collect();
+    let keep = cfg.keep(strategy);
+    let cleanup = async {
+        wh.execute_atomic(&drops).await.context("dropping the audit schemas")?;
+        ledger::cleanup(&**wh, keep).await
+    };
+    if let Err(e) = cleanup.await {
+        report.warnings.push(format!("published, but the cleanup after it failed (nothing to undo; it is retried by the next deploy): {e:#}"));
+    }
+    report.status = "published".into();
+    report.message = format!(
+        "release {} published: {} object{} in prod ({} rebuilt there by dbt); previous versions kept in {}",
+        r.id,
+        changes.len(),
+        plural(changes.len()),
+        rebuilt.len(),
+        r.backup_schema.as_deref().unwrap_or_default()
+    );
+    Ok(ExitStatus::Success)
+}
+
 /// Strategies the dbt builder cannot carry out yet, refused before anything runs.
 fn check_strategy(strategy: &Strategy, d: Dialect) -> Result<()> {
     strategy.check_support(d)?;
     if strategy.steps.build == BuildScope::Mirror {
         bail!("strategy '{}' (the raw mirror) is not available with --builder dbt yet; use --builder native for it", strategy.name);
-    }
-    if strategy.steps.publish == Publish::Rebuild {
-        bail!("strategy '{}' rebuilds in prod, which --builder dbt does not do yet; use swap, clone-back or wac with --builder dbt", strategy.name);
     }
     Ok(())
 }

@@ -198,3 +198,25 @@ fn plan_says_which_builder_runs_and_why() {
     run.assert_code(2);
     assert!(run.stderr.contains("builder = 'dbx' is not a builder"), "{}", run.stderr);
 }
+
+#[test]
+fn wap_with_the_dbt_builder_rebuilds_the_marts_in_prod_with_dbt_itself() {
+    let s = Scratch::new();
+    let project = features_copy(&s);
+    std::fs::create_dir_all(s.path().join("plain")).unwrap();
+    std::fs::create_dir_all(s.path().join("air")).unwrap();
+    let plain = s.path().join("plain/features.duckdb");
+    let air = s.path().join("air/features.duckdb");
+    plain_dbt(&project, ("AIRLOCK_FEATURES_DB", &plain), &["build"]);
+
+    let run = features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("published: 1 object in prod (1 rebuilt there by dbt)"), "{}", run.stdout);
+    // the mart, rebuilt in prod by dbt from the audited upstream, is what plain dbt build makes
+    let mart = prod_checksums(&air, &["main_marts"]);
+    assert_eq!(mart, prod_checksums(&plain, &["main_marts"]));
+    assert!(mart.contains_key("main_marts.orders_enriched"), "{mart:#?}");
+    // only the top-level models are published; their upstream stayed in audit
+    assert!(prod_checksums(&air, &["main", "main_snapshots"]).is_empty(), "wap published more than the marts");
+    assert!(run.stdout.contains("orders_incremental"), "{}", run.stdout);
+}
