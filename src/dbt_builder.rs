@@ -74,6 +74,8 @@ pub struct DbtNode {
     /// tests: the node it tests, and `name(column)` for generic tests
     pub attached: Option<String>,
     pub describe: String,
+    /// the nodes it reads (`depends_on.nodes`)
+    pub depends_on: Vec<String>,
 }
 
 impl DbtNode {
@@ -120,6 +122,11 @@ pub fn read_manifest(path: &Path) -> Result<BTreeMap<String, DbtNode>> {
                 path: path_text,
                 attached: s("attached_node"),
                 describe,
+                depends_on: n
+                    .pointer("/depends_on/nodes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default(),
             },
         );
     }
@@ -771,9 +778,9 @@ async fn pipeline(
     } else {
         let r = release.as_mut().expect("deploy has a release");
         if strategy.steps.publish == Publish::Rebuild {
-            publish_wap(cfg, strategy, dbt, wh, r, &twins, &built, &prod, &locations, &mut report).await?
+            publish_wap(cfg, strategy, dbt, wh, r, &twins, &prod_manifest, &built, &prod, &locations, &mut report).await?
         } else {
-            let changes = changes(strategy, d, &twins, &built, &prod)?;
+            let changes = changes(strategy, d, &twins, &prod_manifest, &built, &prod)?;
             publish_release(cfg, strategy, wh, r, &changes, &locations, &mut report).await?
         }
     };
@@ -834,7 +841,7 @@ fn fill_counts(r: &mut Release, c: &Counts) {
 
 /// What publish makes of prod: each relation built in this run (swap,
 /// clone-back, replace), or the tagged ones (wac), mapped by unique_id.
-fn changes(strategy: &Strategy, d: Dialect, twins: &BTreeMap<String, Twin>, built: &BTreeSet<String>, prod: &Catalog) -> Result<Vec<Change>> {
+fn changes(strategy: &Strategy, d: Dialect, twins: &BTreeMap<String, Twin>, manifest: &BTreeMap<String, DbtNode>, built: &BTreeSet<String>, prod: &Catalog) -> Result<Vec<Change>> {
     let tags = strategy.param_list("tags");
     let mut out = Vec::new();
     for (id, t) in twins.iter().filter(|(id, _)| built.contains(*id)) {
@@ -850,9 +857,37 @@ fn changes(strategy: &Strategy, d: Dialect, twins: &BTreeMap<String, Twin>, buil
         };
         out.push(Change { schema: t.prod.schema.clone(), name: t.prod.identifier.clone(), desired, prev });
     }
-    // tables first: a view is created after what it reads
-    out.sort_by_key(|c| matches!(c.desired, Desired::View { .. }));
-    Ok(out)
+    Ok(in_dependency_order(out, twins, manifest))
+}
+
+/// Tables first (copies of audited tables), then views in dependency order:
+/// a view is checked when created, so what it reads must be there.
+/// Depth counts through ephemeral models (in `manifest`, not relations).
+fn in_dependency_order(changes: Vec<Change>, twins: &BTreeMap<String, Twin>, manifest: &BTreeMap<String, DbtNode>) -> Vec<Change> {
+    fn depth(id: &str, manifest: &BTreeMap<String, DbtNode>, memo: &mut BTreeMap<String, usize>, seen: &mut BTreeSet<String>) -> usize {
+        if let Some(d) = memo.get(id) {
+            return *d;
+        }
+        let Some(n) = manifest.get(id) else { return 0 };
+        if !seen.insert(id.to_string()) {
+            return 0; // dbt refuses cycles; never loop here
+        }
+        let d = 1 + n.depends_on.iter().map(|dep| depth(dep, manifest, memo, seen)).max().unwrap_or(0);
+        memo.insert(id.to_string(), d);
+        d
+    }
+    let by_prod: BTreeMap<(String, String), String> = twins.iter().map(|(id, t)| ((t.prod.schema.clone(), t.prod.identifier.clone()), id.clone())).collect();
+    let mut memo = BTreeMap::new();
+    let mut keyed: Vec<(bool, usize, Change)> = changes
+        .into_iter()
+        .map(|c| {
+            let view = matches!(c.desired, Desired::View { .. });
+            let d = by_prod.get(&(c.schema.clone(), c.name.clone())).map(|id| depth(id, manifest, &mut memo, &mut BTreeSet::new())).unwrap_or(0);
+            (view, d, c)
+        })
+        .collect();
+    keyed.sort_by_key(|(view, d, _)| (*view, *d));
+    keyed.into_iter().map(|(_, _, c)| c).collect()
 }
 
 /// Publish a green release (as the native builder's publish does).
@@ -926,6 +961,7 @@ async fn publish_wap(
     wh: &Arc<Recording>,
     r: &mut Release,
     twins: &BTreeMap<String, Twin>,
+    manifest: &BTreeMap<String, DbtNode>,
     built: &BTreeSet<String>,
     prod: &Catalog,
     locations: &[(String, String)],
@@ -947,6 +983,7 @@ async fn publish_wap(
         };
         changes.push(Change { schema: t.prod.schema.clone(), name: t.prod.identifier.clone(), desired, prev });
     }
+    let changes = in_dependency_order(changes, twins, manifest);
     r.finished_at = Some(ledger::now());
     r.backup_schema = Some(publish::backup_schema(d, r.id));
     r.published = changes.len() as i64;
@@ -1089,6 +1126,41 @@ pub fn plan(cfg: &RunConfig) -> Result<ExitStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(id: &str, mat: &str, deps: &[&str]) -> DbtNode {
+        DbtNode {
+            unique_id: id.into(),
+            resource_type: "model".into(),
+            name: id.into(),
+            database: None,
+            schema: "main".into(),
+            identifier: id.into(),
+            materialized: mat.into(),
+            tags: vec![],
+            compiled_code: Some("select 1".into()),
+            path: String::new(),
+            attached: None,
+            describe: String::new(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn views_are_published_after_the_views_they_read_through_ephemeral_models() {
+        // v_top -> eph -> v_mid -> t_base; ids sorted the other way round
+        let manifest: BTreeMap<String, DbtNode> =
+            [node("a_top", "view", &["b_eph"]), node("b_eph", "ephemeral", &["c_mid"]), node("c_mid", "view", &["d_base"]), node("d_base", "table", &[])]
+                .into_iter()
+                .map(|n| (n.unique_id.clone(), n))
+                .collect();
+        let twins: BTreeMap<String, Twin> =
+            manifest.values().filter(|n| n.is_relation()).map(|n| (n.unique_id.clone(), Twin { audit: n.clone(), prod: n.clone() })).collect();
+        let built: BTreeSet<String> = twins.keys().cloned().collect();
+        let strategy = crate::strategy::Registry::load(None).unwrap().get("swap").unwrap().clone();
+        let out = changes(&strategy, Dialect::DuckDb, &twins, &manifest, &built, &Catalog::default()).unwrap();
+        let names: Vec<&str> = out.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["d_base", "c_mid", "a_top"]);
+    }
 
     #[test]
     fn versions_outside_the_tested_range_are_refused() {
