@@ -22,6 +22,11 @@ B3  `airlock deploy --strategy wac` of a generated project of 500 mart tables
     once). Plus the Snowflake swap statement count.
 B4  opt-in (`--only B4`): deploy of a generated 15,000-model project
     (~29,000 tests): wall, per-node cost, peak memory; B0 at the same size.
+BDBT opt-in (`--only BDBT`): `airlock deploy --builder dbt` against plain
+    `dbt build` (both --threads 2, each on a fresh database, dbt's partial
+    parsing warm for both after one untimed run each) on the generated
+    500-model project (`--bdbt-models`): the wall-time overhead of airlock
+    around the user's dbt (goal <= 10%), and the same prod relations.
 
 Runs with the system python3 (stdlib only). dbt and the `duckdb` module used
 for checksums live in a venv ($AIRLOCK_DBT_VENV, default
@@ -68,6 +73,7 @@ GOAL_PLAN_MIB = 250.0       # B2: plan peak RSS <= 250 MiB
 B3_TABLES = 500             # B3: mart tables published by wac ...
 B3_DELAY_MS = 100           # ... with this much added to every statement
 GOAL_B3_S = 3.0             # B3: publish phase <= 3 s
+GOAL_BDBT_OVERHEAD = 0.10   # BDBT: --builder dbt adds <= 10% wall time over dbt build
 GOAL_B4_S = 60.0            # B4: 15,000-model deploy <= 60 s ...
 GOAL_B4_MIB = 1536.0        # ... and <= 1.5 GiB peak
 
@@ -248,6 +254,50 @@ def dbt_build(project: str, db: str, threads: int, cwd: str, partial_parse: bool
     if not partial_parse:
         cmd.append("--no-partial-parse")
     return run(cmd, cwd=cwd, env=tool_env(db))
+
+
+def airlock_dbt_deploy(project: str, db: str, threads: int, cwd: str) -> Result:
+    """airlock deploy --builder dbt --dbt VENV/bin/dbt --project-dir P --threads N"""
+    cmd = [AIRLOCK, "deploy", "--builder", "dbt", "--dbt", DBT, "--project-dir", project, "--threads", str(threads)]
+    return run(cmd, cwd=cwd, env=tool_env(db))
+
+
+def bench_bdbt(n: int, runs: int, tmp: str, report: list, failures: list) -> None:
+    """BDBT: airlock deploy --builder dbt vs dbt build, same project, same dbt."""
+    project = os.path.join(tmp, "bdbt_%d" % n)
+    work = os.path.join(tmp, "bdbt_%d_work" % n)
+    os.makedirs(work, exist_ok=True)
+    generate(n, project)
+    db = {"dbt": os.path.join(work, "dbt.duckdb"), "air": os.path.join(work, "air.duckdb")}
+    # untimed: dbt's partial parsing warm for both (airlock keeps its own
+    # artifacts in target/airlock/{audit,prod}); the prod relations compared
+    for name, fn in (("dbt", lambda: dbt_build(project, db["dbt"], 2, work)),
+                     ("air", lambda: airlock_dbt_deploy(project, db["air"], 2, work))):
+        fresh_db(db[name])
+        say("BDBT N=%d: warm-up %s" % (n, name))
+        r = fn()
+        if r.rc != 0:
+            raise StepFailed("BDBT %s failed (exit %d):\n%s" % (name, r.rc, r.tail()))
+    diffs, _ = compare(snapshot(db["air"]), snapshot(db["dbt"]), ("airlock --builder dbt", "dbt build"))
+    if diffs:
+        failures.append("BDBT N=%d: airlock --builder dbt and dbt build left different prod relations" % n)
+        for d in diffs[:20]:
+            say("  " + d)
+    times = {"dbt": [], "air": []}
+    for i in range(runs):
+        for name, fn in (("dbt", lambda: dbt_build(project, db["dbt"], 2, work)),
+                         ("air", lambda: airlock_dbt_deploy(project, db["air"], 2, work))):
+            fresh_db(db[name])
+            r = fn()
+            if r.rc != 0:
+                raise StepFailed("BDBT %s failed (exit %d):\n%s" % (name, r.rc, r.tail()))
+            times[name].append(r.wall)
+            say("BDBT N=%d run %d: %s %s" % (n, i + 1, name, fmt_s(r.wall)))
+    d, a = median(times["dbt"]), median(times["air"])
+    overhead = a / d - 1.0
+    report.append(("BDBT N=%d deploy --builder dbt vs dbt build (--threads 2, median of %d)" % (n, runs),
+                   "airlock %s, dbt build %s: %+.1f%%" % (fmt_s(a), fmt_s(d), overhead * 100),
+                   "<= +%d%%" % round(GOAL_BDBT_OVERHEAD * 100), "yes" if overhead <= GOAL_BDBT_OVERHEAD else "no"))
 
 
 def airlock_plan(project: str, db: str, cwd: str, strategy_all: bool) -> Result:
@@ -763,12 +813,13 @@ def main(argv: list[str]) -> int:
                     help="smoke check: --sizes 20 --runs 1 --b2-models 2000 (explicit flags still win)")
     ap.add_argument("--b2-models", type=int, help="models in the B2 plan project (default 15000)")
     ap.add_argument("--only", default="B1,B2,B3",
-                    help="benchmarks to run (default B1,B2,B3; B0 runs with B1; opt-in: B4)")
+                    help="benchmarks to run (default B1,B2,B3; B0 runs with B1; opt-in: B4, BDBT)")
     ap.add_argument("--no-dbt", action="store_true", help="B1 without dbt (airlock and B0 only)")
     ap.add_argument("--b3-tables", type=int, help="B3 mart tables (default %d)" % B3_TABLES)
     ap.add_argument("--b3-delay-ms", type=int, default=B3_DELAY_MS, help="B3 added latency per statement (default %d)" % B3_DELAY_MS)
     ap.add_argument("--b3-threads", type=int, default=32, help="B3 deploy --threads (default 32: the build's statements wait on latency, not CPU)")
     ap.add_argument("--b4-models", type=int, help="B4 models (default 15000)")
+    ap.add_argument("--bdbt-models", type=int, help="BDBT models (default 500)")
     ap.add_argument("--b4-threads", type=int, default=2, help="B4 deploy --threads (default 2)")
     ap.add_argument("--no-build", action="store_true", help="skip `cargo build --release`; use the existing binary")
     ap.add_argument("--dbt-no-partial-parse", action="store_true",
@@ -800,9 +851,9 @@ def main(argv: list[str]) -> int:
     failures: list[str] = []
     versions = {}
     try:
-        if only & {"B1", "B4"}:
+        if only & {"B1", "B4", "BDBT"}:
             versions.update(ensure_venv())
-        if only & {"B1", "B2", "B3", "B4"}:
+        if only & {"B1", "B2", "B3", "B4", "BDBT"}:
             build_airlock(args.no_build)
             r = run([AIRLOCK, "--version"], cwd=REPO)
             versions["airlock"] = r.out.strip() if r.rc == 0 else "unknown"
@@ -820,6 +871,8 @@ def main(argv: list[str]) -> int:
             bench_b2(b2_models, runs, tmp, report, failures)
         if "B3" in only:
             bench_b3(tmp, b3_tables, args.b3_delay_ms, args.b3_threads, report, failures)
+        if "BDBT" in only:
+            bench_bdbt(args.bdbt_models or (20 if args.quick else GOAL_RATIO_N), runs, tmp, report, failures)
         if "B4" in only:
             bench_b4(b4_models, args.b4_threads, tmp, report, failures)
     except (StepFailed, subprocess.CalledProcessError, OSError) as e:

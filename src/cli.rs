@@ -91,6 +91,14 @@ pub struct SelectArgs {
     /// wap: the top-level models rebuilt in prod (default: the strategy's tag:mart)
     #[arg(long, value_name = "SELECTOR")]
     pub publish_select: Option<String>,
+    /// Who builds into audit: `native` (airlock's own builder) or `dbt` (the
+    /// project's own dbt, with its packages, macros, snapshots and hooks);
+    /// default: airlock.toml `builder`, else native
+    #[arg(long, value_name = "BUILDER", value_parser = ["native", "dbt"])]
+    pub builder: Option<String>,
+    /// With the dbt builder: the dbt executable (default: `dbt` on PATH)
+    #[arg(long, value_name = "PATH")]
+    pub dbt: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -37,6 +37,8 @@ pub struct DeploySettings {
     pub publish_concurrency: Option<usize>,
     /// the tag of the raw mirror layer (default: the mirror strategy's `tag`)
     pub mirror_tag: Option<String>,
+    /// who builds into audit: "native" (default) or "dbt"
+    pub builder: Option<String>,
 }
 
 fn default_audit() -> String {
@@ -48,7 +50,7 @@ fn default_strategy() -> String {
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None, publish_concurrency: None, mirror_tag: None }
+        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None, publish_concurrency: None, mirror_tag: None, builder: None }
     }
 }
 
@@ -65,6 +67,11 @@ pub fn read_settings(project_dir: &Path) -> Result<Settings> {
     if !audit.contains("{schema}") || audit.trim() == "{schema}" {
         bail!("{}: audit_schema = '{audit}' must contain {{schema}} and differ from it (the audit location must not be prod)", path.display());
     }
+    if let Some(b) = &settings.deploy.builder {
+        if Builder::parse(b).is_none() {
+            bail!("{}: builder = '{b}' is not a builder; use \"native\" or \"dbt\"", path.display());
+        }
+    }
     if settings.deploy.keep == Some(0) {
         bail!("{}: keep = 0 would leave nothing to roll back to; use 1 or more", path.display());
     }
@@ -74,6 +81,31 @@ pub fn read_settings(project_dir: &Path) -> Result<Settings> {
 /// Publish steps in flight at once when neither the flag nor airlock.toml
 /// says: enough to hide a remote warehouse's round trip without crowding it.
 pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 8;
+
+/// Who builds the selection into the audit location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    /// airlock's own compiler and runner
+    Native,
+    /// the project's own dbt (`crate::dbt_builder`)
+    Dbt,
+}
+
+impl Builder {
+    pub fn parse(s: &str) -> Option<Builder> {
+        match s {
+            "native" => Some(Builder::Native),
+            "dbt" => Some(Builder::Dbt),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Builder::Native => "native",
+            Builder::Dbt => "dbt",
+        }
+    }
+}
 
 /// Everything a command needs, checked.
 pub struct RunConfig {
@@ -93,6 +125,14 @@ pub struct RunConfig {
     pub strategy: String,
     pub strategies_dir: PathBuf,
     pub publish_select: Option<String>,
+    pub builder: Builder,
+    /// why this builder (flag, airlock.toml or the default), for `plan`
+    pub builder_reason: String,
+    /// the dbt executable (the dbt builder)
+    pub dbt: PathBuf,
+    /// --threads or airlock.toml `threads`, when given (the dbt builder
+    /// passes only these on; else dbt uses the profile's)
+    pub threads_given: Option<usize>,
 }
 
 impl RunConfig {
@@ -128,6 +168,13 @@ impl RunConfig {
         if publish_concurrency == 0 {
             bail!("publish concurrency 0 (--publish-concurrency or airlock.toml publish_concurrency): need at least 1");
         }
+
+        let (builder, builder_reason) = match (&select.builder, &settings.deploy.builder) {
+            (Some(b), _) => (b.as_str(), "--builder".to_string()),
+            (None, Some(b)) => (b.as_str(), format!("builder = \"{b}\" in {SETTINGS_FILE}")),
+            (None, None) => ("native", "the default; --builder dbt or builder = \"dbt\" in airlock.toml runs the project's own dbt".to_string()),
+        };
+        let builder = Builder::parse(builder).ok_or_else(|| anyhow!("--builder {builder}: use native or dbt"))?;
         if let Some(dir) = &global.strategies_dir {
             if !dir.is_dir() {
                 bail!("--strategies-dir {}: no such directory", dir.display());
@@ -147,6 +194,10 @@ impl RunConfig {
             strategy: select.strategy.clone().unwrap_or_else(|| settings.deploy.strategy.clone()),
             strategies_dir: global.strategies_dir.clone().unwrap_or_else(|| project_dir.join("strategies")),
             publish_select: select.publish_select.clone(),
+            builder,
+            builder_reason,
+            dbt: select.dbt.clone().unwrap_or_else(|| PathBuf::from("dbt")),
+            threads_given: select.threads.or(settings.deploy.threads),
             settings,
         })
     }

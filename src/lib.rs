@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod compile;
 pub mod config;
+pub mod dbt_builder;
 pub mod failpoint;
 pub mod gate;
 pub mod grants;

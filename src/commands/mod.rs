@@ -33,16 +33,20 @@ pub enum ExitStatus {
 pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
     let g = &cli.global;
     match &cli.command {
-        Command::Deploy(a) => {
-            let s = Session::open(RunConfig::new(g, &a.select)?)?;
-            run::run(&s, true, a.statement_log.as_deref()).await
-        }
-        Command::Build(a) => {
-            let s = Session::open(RunConfig::new(g, &a.select)?)?;
-            run::run(&s, false, a.statement_log.as_deref()).await
+        Command::Deploy(a) | Command::Build(a) => {
+            let publish = matches!(cli.command, Command::Deploy(_));
+            let cfg = RunConfig::new(g, &a.select)?;
+            // the project's own dbt loads the project: airlock's loader is not asked
+            if cfg.builder == crate::config::Builder::Dbt {
+                return crate::dbt_builder::run(&cfg, publish, a.statement_log.as_deref()).await;
+            }
+            run::run(&Session::open(cfg)?, publish, a.statement_log.as_deref()).await
         }
         Command::Plan(a) => {
             let cfg = RunConfig::new(g, &a.select)?;
+            if cfg.builder == crate::config::Builder::Dbt {
+                return crate::dbt_builder::plan(&cfg);
+            }
             let dialect = a.dialect.as_deref().and_then(crate::warehouse::Dialect::parse).unwrap_or_else(|| cfg.profile.dialect());
             plan::run(&Session::open_as(cfg, dialect)?, a.show_sql, a.offline).await
         }

@@ -63,6 +63,9 @@ struct PlanReport {
     warehouse: String,
     dialect: &'static str,
     selection: String,
+    /// who builds into audit, and why that one
+    builder: &'static str,
+    builder_reason: String,
     strategies: Vec<StrategyPlan>,
 }
 
@@ -110,7 +113,7 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
         };
         plans.push(plan_of(session, &prepared, &prod, release_id, show_sql, &grants)?);
     }
-    let report = PlanReport { status: "planned", release: release_id, warehouse, dialect: d.name(), selection: session.cfg.selection_text(), strategies: plans };
+    let report = PlanReport { status: "planned", release: release_id, warehouse, dialect: d.name(), selection: session.cfg.selection_text(), builder: session.cfg.builder.name(), builder_reason: session.cfg.builder_reason.clone(), strategies: plans };
     if session.cfg.format == Format::Json {
         report::json(&report);
         return Ok(ExitStatus::Success);
@@ -307,6 +310,7 @@ fn print_one(r: &PlanReport) {
             tail.push_str(&format!("  {g}\n"));
         }
     }
+    tail.push_str(&format!("builder: {} ({})\n", r.builder, r.builder_reason));
     if let Some(sql) = &p.sql {
         for s in sql {
             tail.push_str(&format!("\n{s};\n"));
@@ -342,6 +346,7 @@ fn print_comparison(r: &PlanReport, show_sql: bool) {
         "no strategies",
     );
     let mut tail = format!("dry run on {} ({}), selection {}: nothing was written\n", r.warehouse, r.dialect, r.selection);
+    tail.push_str(&format!("builder: {} ({})\n", r.builder, r.builder_reason));
     if show_sql {
         for p in r.strategies.iter() {
             if let Some(sql) = &p.sql {

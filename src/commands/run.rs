@@ -43,7 +43,7 @@ pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::p
 
 /// Whatever ended the run, the release row gets a final status: `failed` for
 /// an error, `interrupted` for a signal (and the signal's exit code).
-async fn close_release(wh: &dyn Warehouse, result: Result<ExitStatus>, release: Option<&mut Release>, interrupt: &Interrupt) -> Result<ExitStatus> {
+pub(crate) async fn close_release(wh: &dyn Warehouse, result: Result<ExitStatus>, release: Option<&mut Release>, interrupt: &Interrupt) -> Result<ExitStatus> {
     let result = match (result, interrupt.exit_code()) {
         (Ok(status), _) => Ok(status),
         // a step cut short by the signal surfaces as an error: it is the interrupt
@@ -73,7 +73,7 @@ async fn close_release(wh: &dyn Warehouse, result: Result<ExitStatus>, release: 
     result
 }
 
-fn write_statement_log(path: &std::path::Path, wh: &Recording) -> Result<()> {
+pub(crate) fn write_statement_log(path: &std::path::Path, wh: &Recording) -> Result<()> {
     let mut text = String::new();
     for s in wh.statements() {
         text.push_str(&serde_json::to_string(&s)?);

@@ -80,4 +80,7 @@ impl Warehouse for AutoCommit {
     async fn cancel(&self) {
         self.inner.cancel().await
     }
+    fn release_connections(&self) {
+        self.inner.release_connections()
+    }
 }

@@ -355,6 +355,13 @@ impl Warehouse for DuckDb {
         self.pool.lock().expect("pool poisoned").clear();
     }
 
+    fn release_connections(&self) {
+        // every clone of the base connection must go for DuckDB to close the file
+        self.pool.lock().expect("pool poisoned").clear();
+        self.interrupts.lock().expect("poisoned").clear();
+        *self.base.lock().expect("connection poisoned") = None;
+    }
+
     async fn unlock(&self) -> Result<()> {
         *self.holds_lock.lock().expect("poisoned") = false;
         if self.in_memory {

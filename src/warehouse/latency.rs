@@ -95,4 +95,7 @@ impl Warehouse for Latency {
     async fn cancel(&self) {
         self.inner.cancel().await
     }
+    fn release_connections(&self) {
+        self.inner.release_connections()
+    }
 }

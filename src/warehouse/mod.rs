@@ -130,6 +130,10 @@ pub trait Warehouse: Send + Sync {
     async fn take_over_lock(&self, expected: &LockInfo, ours: &LockInfo) -> Result<()>;
     /// Stop running work: cancel queries in flight where the warehouse allows.
     async fn cancel(&self) {}
+    /// Let go of every connection this process holds (reopened on next use):
+    /// on DuckDB, one process at a time may write the file, and the dbt
+    /// builder's dbt is another process.
+    fn release_connections(&self) {}
 }
 
 /// The warehouse a profile names. `read_only`: plan and history, which never
@@ -265,5 +269,8 @@ impl Warehouse for Recording {
     }
     async fn cancel(&self) {
         self.inner.cancel().await
+    }
+    fn release_connections(&self) {
+        self.inner.release_connections()
     }
 }
