@@ -12,6 +12,7 @@
 //! and one arm to [`open`].
 
 pub mod autocommit;
+pub mod bigquery;
 pub mod duckdb;
 pub mod latency;
 pub mod snowflake;
@@ -159,6 +160,10 @@ pub fn open(profile: &crate::project::profile::Profile, search_dirs: &[std::path
         WarehouseSettings::Snowflake(settings) => {
             let origin = format!("{} target '{}'", profile.file.display(), profile.target_name);
             Arc::new(snowflake::Snowflake::open(settings.clone(), &profile.schema, origin, read_only)?)
+        }
+        WarehouseSettings::BigQuery(settings) => {
+            let origin = format!("{} target '{}'", profile.file.display(), profile.target_name);
+            Arc::new(bigquery::BigQuery::open(settings.clone(), &profile.schema, origin, read_only)?)
         }
     })
 }
