@@ -108,8 +108,6 @@ pub struct BigQuery {
     next_id: AtomicU64,
     /// the lock row this process wrote last, while it holds the lock
     held: tokio::sync::Mutex<Option<String>>,
-    /// the bytes each statement would process, summed (`plan`'s dry runs)
-    pub(crate) dry_run_bytes: AtomicU64,
 }
 
 impl BigQuery {
@@ -126,7 +124,6 @@ impl BigQuery {
             in_flight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             held: tokio::sync::Mutex::new(None),
-            dry_run_bytes: AtomicU64::new(0),
         })
     }
 
@@ -738,6 +735,10 @@ impl Warehouse for BigQuery {
         }
         *held = Some(json);
         Ok(())
+    }
+
+    async fn dry_run_bytes(&self, sql: &str) -> Result<Option<u64>> {
+        self.dry_run(sql).await.map(Some)
     }
 
     async fn cancel(&self) {

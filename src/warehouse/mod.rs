@@ -131,6 +131,11 @@ pub trait Warehouse: Send + Sync {
     async fn take_over_lock(&self, expected: &LockInfo, ours: &LockInfo) -> Result<()>;
     /// Stop running work: cancel queries in flight where the warehouse allows.
     async fn cancel(&self) {}
+    /// The bytes a statement would process, from a dry run where the
+    /// warehouse has them (BigQuery); nothing runs. None elsewhere.
+    async fn dry_run_bytes(&self, _sql: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// The warehouse a profile names. `read_only`: plan and history, which never
@@ -270,5 +275,8 @@ impl Warehouse for Recording {
     }
     async fn cancel(&self) {
         self.inner.cancel().await
+    }
+    async fn dry_run_bytes(&self, sql: &str) -> Result<Option<u64>> {
+        self.inner.dry_run_bytes(sql).await
     }
 }

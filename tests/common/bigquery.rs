@@ -161,6 +161,12 @@ fn call(request: String, what: &str) -> Vec<Vec<Vec<String>>> {
     panic!("the emulator's python stopped answering on {what}");
 }
 
+/// Every query job the emulator holds, as (job id, query text): what
+/// reached BigQuery, whichever client sent it.
+pub fn jobs() -> Vec<(String, String)> {
+    call(serde_json::json!({ "jobs": true }).to_string(), "jobs.list").remove(0).into_iter().map(|r| (r[0].clone(), r[1].clone())).collect()
+}
+
 /// The rows of one query.
 pub fn query(statement: &str) -> Vec<Vec<String>> {
     sql(&[statement]).remove(0)
@@ -189,6 +195,10 @@ client = bigquery.Client(project=project, credentials=AnonymousCredentials(), cl
 for line in sys.stdin:
     req = json.loads(line)
     try:
+        if req.get("jobs"):
+            out = [[j.job_id, getattr(j, "query", None) or ""] for j in client.list_jobs(all_users=True)]
+            print(json.dumps({"rows": [out]}), flush=True)
+            continue
         if req.get("reset"):
             for ds in client.list_datasets():
                 client.delete_dataset(ds.dataset_id, delete_contents=True, not_found_ok=True)
