@@ -225,6 +225,13 @@ impl RunConfig {
                 t["role"] = serde_json::json!(sf.role);
                 t["warehouse"] = serde_json::json!(sf.warehouse);
             }
+            // as dbt-bigquery's `target`: the project is the database, the dataset the schema
+            crate::project::profile::WarehouseSettings::BigQuery(bq) => {
+                t["database"] = serde_json::json!(bq.project);
+                t["project"] = serde_json::json!(bq.project);
+                t["dataset"] = serde_json::json!(self.profile.schema);
+                t["location"] = serde_json::json!(bq.location);
+            }
         }
         t
     }

@@ -53,7 +53,67 @@ struct StrategyPlan {
     grants: Vec<String>,
     /// how the publish proceeds where it is not one step
     publish_notes: Vec<String>,
+    /// bytes the statements would process, from the warehouse's dry runs
+    /// (BigQuery); absent where the warehouse has none
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_estimate: Option<BytesEstimate>,
     sql: Option<Vec<String>>,
+    /// every statement, for the dry runs (`sql` holds them with --show-sql)
+    #[serde(skip)]
+    all_sql: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct BytesEstimate {
+    /// summed over the statements that could be dry-run now
+    bytes: u64,
+    statements_estimated: usize,
+    /// statements whose dry run failed: they read objects the build creates
+    statements_not_estimable: usize,
+}
+
+/// Dry-run every statement of a plan: what it would process where the
+/// warehouse says (BigQuery), None where it has no dry runs.
+async fn estimate_bytes(wh: &dyn crate::warehouse::Warehouse, sql: &[String]) -> Option<BytesEstimate> {
+    let mut est = BytesEstimate { bytes: 0, statements_estimated: 0, statements_not_estimable: 0 };
+    for s in sql.iter().filter(|s| !matches!(s.trim().to_ascii_uppercase().as_str(), "BEGIN TRANSACTION" | "COMMIT" | "COMMIT TRANSACTION" | "")) {
+        match wh.dry_run_bytes(s).await {
+            Ok(None) => return None,
+            Ok(Some(b)) => {
+                est.bytes += b;
+                est.statements_estimated += 1;
+            }
+            Err(e) => {
+                tracing::debug!("no dry run of `{}`: {e:#}", s.lines().next().unwrap_or_default());
+                est.statements_not_estimable += 1;
+            }
+        }
+    }
+    Some(est)
+}
+
+/// `12.3 GiB`: bytes for people.
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn bytes_text(e: &BytesEstimate) -> String {
+    let mut t = format!("{} over {} statement{}", human_bytes(e.bytes), e.statements_estimated, super::run::plural(e.statements_estimated));
+    if e.statements_not_estimable > 0 {
+        t.push_str(&format!(", +{} not estimable before the build", e.statements_not_estimable));
+    }
+    t
 }
 
 #[derive(Serialize)]
@@ -111,7 +171,11 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
             }
             None => Default::default(),
         };
-        plans.push(plan_of(session, &prepared, &prod, release_id, show_sql, &grants)?);
+        let mut plan = plan_of(session, &prepared, &prod, release_id, show_sql, &grants)?;
+        if let Some(wh) = &warehouse_handle {
+            plan.bytes_estimate = estimate_bytes(&**wh, &plan.all_sql).await;
+        }
+        plans.push(plan);
     }
     let report = PlanReport { status: "planned", release: release_id, warehouse, dialect: d.name(), selection: session.cfg.selection_text(), builder: session.cfg.builder.name(), builder_reason: session.cfg.builder_reason.clone(), strategies: plans };
     if session.cfg.format == Format::Json {
@@ -145,7 +209,9 @@ fn refused(strategy: &Strategy, reason: String) -> StrategyPlan {
         blocking: vec![],
         grants: vec![],
         publish_notes: vec![],
+        bytes_estimate: None,
         sql: None,
+        all_sql: vec![],
     }
 }
 
@@ -245,7 +311,9 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         blocking: not_run,
         grants: grant_sql,
         publish_notes,
-        sql: show_sql.then_some(sql),
+        bytes_estimate: None,
+        sql: show_sql.then(|| sql.clone()),
+        all_sql: sql,
     })
 }
 
@@ -304,6 +372,9 @@ fn print_one(r: &PlanReport) {
     for n in &p.publish_notes {
         tail.push_str(&format!("publish: {n}\n"));
     }
+    if let Some(e) = &p.bytes_estimate {
+        tail.push_str(&format!("bytes processed (dry runs): {}\n", bytes_text(e)));
+    }
     if !p.grants.is_empty() {
         tail.push_str(&format!("privileges on prod kept by {} GRANT{} (checked after the publish):\n", p.grants.len(), super::run::plural(p.grants.len())));
         for g in &p.grants {
@@ -320,31 +391,37 @@ fn print_one(r: &PlanReport) {
 }
 
 fn print_comparison(r: &PlanReport, show_sql: bool) {
+    // the bytes column only where the warehouse dry-runs (BigQuery)
+    let with_bytes = r.strategies.iter().any(|p| p.bytes_estimate.is_some());
     let rows = r
         .strategies
         .iter()
-        .map(|p| match &p.refused {
-            Some(reason) => vec![p.strategy.clone(), format!("refused: {reason}"), String::new(), String::new(), String::new(), String::new(), yes(p.incremental_safe), p.rollback.clone(), p.extra_storage.clone()],
-            None => vec![
-                p.strategy.clone(),
-                format!("{} + {} tests", p.objects_built, p.tests),
-                p.objects_published.to_string(),
-                p.statements.to_string(),
-                p.rows_copied_estimate.map(|n| format!("≈{n} rows")).unwrap_or_else(|| "n/a".into()),
-                yes(p.atomic_publish),
-                yes(p.incremental_safe),
-                p.rollback.clone(),
-                p.extra_storage.clone(),
-            ],
+        .map(|p| {
+            let mut row = match &p.refused {
+                Some(reason) => vec![p.strategy.clone(), format!("refused: {reason}"), String::new(), String::new(), String::new(), String::new(), yes(p.incremental_safe), p.rollback.clone(), p.extra_storage.clone()],
+                None => vec![
+                    p.strategy.clone(),
+                    format!("{} + {} tests", p.objects_built, p.tests),
+                    p.objects_published.to_string(),
+                    p.statements.to_string(),
+                    p.rows_copied_estimate.map(|n| format!("≈{n} rows")).unwrap_or_else(|| "n/a".into()),
+                    yes(p.atomic_publish),
+                    yes(p.incremental_safe),
+                    p.rollback.clone(),
+                    p.extra_storage.clone(),
+                ],
+            };
+            if with_bytes {
+                row.insert(4, p.bytes_estimate.as_ref().map(bytes_text).unwrap_or_default());
+            }
+            row
         })
         .collect();
-    report::print_table(
-        Format::Table,
-        &["strategy", "built", "published", "statements", "prod data copied", "atomic publish", "incremental-safe", "rollback", "extra storage kept"],
-        rows,
-        &(),
-        "no strategies",
-    );
+    let mut headers = vec!["strategy", "built", "published", "statements", "prod data copied", "atomic publish", "incremental-safe", "rollback", "extra storage kept"];
+    if with_bytes {
+        headers.insert(4, "bytes processed (dry runs)");
+    }
+    report::print_table(Format::Table, &headers, rows, &(), "no strategies");
     let mut tail = format!("dry run on {} ({}), selection {}: nothing was written\n", r.warehouse, r.dialect, r.selection);
     tail.push_str(&format!("builder: {} ({})\n", r.builder, r.builder_reason));
     if show_sql {

@@ -19,6 +19,7 @@ pub enum WarehouseSettings {
         path: String,
     },
     Snowflake(SnowflakeSettings),
+    BigQuery(BigQuerySettings),
 }
 
 /// A credential. Debug and Display print `***`; only [`Secret::expose`]
@@ -84,6 +85,54 @@ impl SnowflakeSettings {
     }
 }
 
+/// A `type: bigquery` target, with the keys dbt-bigquery reads. The dataset
+/// (`dataset:` or `schema:`) is the profile's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BigQuerySettings {
+    /// the project jobs run and are billed in, and where datasets live
+    pub project: String,
+    pub auth: BigQueryAuth,
+    /// where datasets are created and jobs run (`US`, `EU`, `europe-west1`)
+    pub location: Option<String>,
+    /// `interactive` (default) or `batch`
+    pub priority: Option<String>,
+    /// jobs that would bill more bytes fail without running
+    pub maximum_bytes_billed: Option<u64>,
+    pub job_execution_timeout_seconds: Option<u64>,
+    /// where BigQuery's REST API is when it is not Google's (an emulator):
+    /// `http` only for 127.0.0.1, with no credential sent
+    pub api_endpoint: Option<String>,
+}
+
+impl BigQuerySettings {
+    /// The REST v2 base URL the client talks to.
+    pub fn v2_base_url(&self) -> String {
+        match &self.api_endpoint {
+            Some(e) => format!("{}/bigquery/v2", e.trim_end_matches('/')),
+            None => "https://bigquery.googleapis.com/bigquery/v2".to_string(),
+        }
+    }
+
+    /// A plain-http endpoint on this machine: an emulator, reached without a token.
+    pub fn local_emulator(&self) -> bool {
+        self.api_endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+    }
+}
+
+/// How airlock signs in to BigQuery (dbt-bigquery's `method`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BigQueryAuth {
+    /// `service-account` (`keyfile`) or `service-account-json` (`keyfile_json`):
+    /// the key's JSON, checked at load time
+    ServiceAccount {
+        key: Secret,
+        /// where the key came from, for messages (`keyfile '…'` or `keyfile_json`)
+        origin: String,
+    },
+    /// `oauth`: application default credentials (gcloud, GOOGLE_APPLICATION_CREDENTIALS)
+    ApplicationDefault,
+}
+
 /// How airlock signs in to Snowflake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnowflakeAuth {
@@ -120,6 +169,7 @@ impl Profile {
         match self.warehouse {
             WarehouseSettings::DuckDb { .. } => crate::warehouse::Dialect::DuckDb,
             WarehouseSettings::Snowflake(_) => crate::warehouse::Dialect::Snowflake,
+            WarehouseSettings::BigQuery(_) => crate::warehouse::Dialect::BigQuery,
         }
     }
 }
@@ -199,15 +249,19 @@ pub fn load_profile(file: &Path, profile_name: &str, target: Option<&str>) -> Re
             WarehouseSettings::DuckDb { path }
         }
         "snowflake" => WarehouseSettings::Snowflake(snowflake_settings(&Place { file, target: &target_name }, output)?),
+        "bigquery" => WarehouseSettings::BigQuery(bigquery_settings(&Place { file, target: &target_name }, output)?),
         "" => bail!("{shown}: target '{target_name}' of profile '{profile_name}' has no 'type'"),
         other => bail!(
-            "{shown}: target '{target_name}' has type '{other}', which airlock does not support yet (supported: duckdb, snowflake)"
+            "{shown}: target '{target_name}' has type '{other}', which airlock does not support yet (supported: duckdb, snowflake, bigquery)"
         ),
     };
-    let schema = match output.get("schema") {
+    // dbt-bigquery names the dataset `dataset` (or `schema`)
+    let schema_key = if kind == "bigquery" && output.get("dataset").is_some_and(|v| !v.is_null()) { "dataset" } else { "schema" };
+    let schema = match output.get(schema_key) {
+        None | Some(Value::Null) if kind == "bigquery" => bail!("{shown}: target '{target_name}': type bigquery needs `dataset` (or `schema`)"),
         None | Some(Value::Null) => "main".to_string(),
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(other) => bail!("{shown}: target '{target_name}': schema must be a non-empty string, got {other}"),
+        Some(other) => bail!("{shown}: target '{target_name}': {schema_key} must be a non-empty string, got {other}"),
     };
     let threads = match output.get("threads") {
         None | Some(Value::Null) => None,
@@ -249,6 +303,16 @@ impl Place<'_> {
 
     fn required(&self, output: &Value, key: &str) -> Result<String> {
         self.text(output, key)?.ok_or_else(|| self.error(format!("type snowflake needs `{key}`")))
+    }
+
+    /// A non-negative whole number (`maximum_bytes_billed: 1000000000`, or as text).
+    fn count(&self, output: &Value, key: &str) -> Result<Option<u64>> {
+        match output.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| self.error(format!("`{key}` must be a whole number, got {n}"))),
+            Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| self.error(format!("`{key}` must be a whole number, got '{s}'"))),
+            Some(other) => Err(self.error(format!("`{key}` must be a whole number, got {other}"))),
+        }
     }
 
     /// A credential key: never echoed in an error, whatever it holds.
@@ -335,6 +399,90 @@ fn snowflake_auth(place: &Place, output: &Value) -> Result<SnowflakeAuth> {
         .secret(output, "password")?
         .ok_or_else(|| place.error("type snowflake needs `password`, a private key (`private_key_path` or `private_key`), or `authenticator: oauth` with `token`"))?;
     Ok(SnowflakeAuth::Password(password))
+}
+
+/// A `type: bigquery` output, read as dbt-bigquery reads it.
+fn bigquery_settings(place: &Place, output: &Value) -> Result<BigQuerySettings> {
+    // dbt-bigquery takes `database` as a synonym of `project`
+    let project = match (place.text(output, "project")?, place.text(output, "database")?) {
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => return Err(place.error("type bigquery needs `project`")),
+    };
+    let priority = place.text(output, "priority")?.map(|p| p.to_ascii_lowercase());
+    if let Some(p) = priority.as_deref().filter(|p| !matches!(*p, "interactive" | "batch")) {
+        return Err(place.error(format!("`priority` must be interactive or batch, got '{p}'")));
+    }
+    let api_endpoint = place.text(output, "api_endpoint")?.map(|e| e.trim_end_matches('/').to_string());
+    if let Some(e) = api_endpoint.as_deref() {
+        let url = url::Url::parse(e).map_err(|why| place.error(format!("`api_endpoint` '{e}' is not a URL: {why}")))?;
+        match url.scheme() {
+            "https" => {}
+            // no credential travels in clear text: plain http reaches only this machine
+            "http" if url.host_str() == Some("127.0.0.1") => {}
+            "http" => return Err(place.error(format!("`api_endpoint` '{e}': plain http is allowed only for 127.0.0.1 (a local emulator); use https"))),
+            other => return Err(place.error(format!("`api_endpoint` '{e}': scheme must be https (or http for 127.0.0.1), got '{other}'"))),
+        }
+    }
+    Ok(BigQuerySettings {
+        auth: bigquery_auth(place, output)?,
+        project,
+        location: place.text(output, "location")?,
+        priority,
+        maximum_bytes_billed: place.count(output, "maximum_bytes_billed")?,
+        job_execution_timeout_seconds: place.count(output, "job_execution_timeout_seconds")?,
+        api_endpoint,
+    })
+}
+
+/// The credential by dbt-bigquery's `method`. A service account key is read
+/// and checked here, so a bad key fails before anything connects; errors name
+/// where the key came from, never what it holds.
+fn bigquery_auth(place: &Place, output: &Value) -> Result<BigQueryAuth> {
+    let method = place.text(output, "method")?.map(|m| m.to_ascii_lowercase());
+    let (key, origin) = match method.as_deref() {
+        Some("oauth") => return Ok(BigQueryAuth::ApplicationDefault),
+        Some("service-account") => {
+            let path = place.text(output, "keyfile")?.ok_or_else(|| place.error("`method: service-account` needs `keyfile` (the path of a service account key file)"))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| place.error(format!("cannot read the key file '{path}' (`keyfile`): {e}")))?;
+            (Secret::new(text), format!("keyfile '{path}'"))
+        }
+        Some("service-account-json") => {
+            let text = match output.get("keyfile_json") {
+                None | Some(Value::Null) => return Err(place.error("`method: service-account-json` needs `keyfile_json` (the service account key's fields)")),
+                Some(Value::Object(map)) => serde_json::to_string(map).map_err(|_| place.error("`keyfile_json` cannot be read"))?,
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return Err(place.error("`keyfile_json` must be a mapping (the key file's fields)")),
+            };
+            (Secret::new(text), "keyfile_json".to_string())
+        }
+        None => return Err(place.error("type bigquery needs `method` (oauth, service-account or service-account-json)")),
+        Some(other) => return Err(place.error(format!("`method: {other}` is not supported (supported: oauth, service-account with `keyfile`, service-account-json with `keyfile_json`)"))),
+    };
+    check_service_account_key(key.expose()).map_err(|why| place.error(format!("{origin}: {why}")))?;
+    Ok(BigQueryAuth::ServiceAccount { key, origin })
+}
+
+/// A service account key as Google issues it: JSON with `type:
+/// service_account`, `client_email` and a PEM `private_key`. The reason
+/// names fields, never their values.
+fn check_service_account_key(text: &str) -> std::result::Result<(), String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not a service account key: not JSON (line {}, column {})", e.line(), e.column()))?;
+    let field = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.trim().is_empty());
+    match field("type") {
+        Some("service_account") => {}
+        Some(_) => return Err("not a service account key (`type` is not `service_account`)".into()),
+        None => return Err("not a service account key (no `type`)".into()),
+    }
+    for k in ["client_email", "private_key"] {
+        if field(k).is_none() {
+            return Err(format!("the service account key has no `{k}`"));
+        }
+    }
+    let pem = field("private_key").unwrap_or_default();
+    if !(pem.contains("-----BEGIN PRIVATE KEY-----") && pem.contains("-----END PRIVATE KEY-----")) {
+        return Err("the service account key's `private_key` is not a PEM private key".into());
+    }
+    Ok(())
 }
 
 /// The key as a PKCS#8 PEM, which the client reads. dbt-snowflake accepts a
@@ -491,6 +639,69 @@ mod tests {
             let err = format!("{:#}", profile.expect_err(expected));
             assert!(err.contains(expected) && err.contains("target 'dev'"), "{expected}: {err}");
             assert!(!err.contains("pw-secret-1"), "{err}");
+        }
+    }
+
+    fn bigquery(profile: &Profile) -> &BigQuerySettings {
+        match &profile.warehouse {
+            WarehouseSettings::BigQuery(s) => s,
+            other => panic!("not bigquery: {other:?}"),
+        }
+    }
+
+    const KEY: &str = r#"{"type": "service_account", "client_email": "a@b.iam.gserviceaccount.com", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQsecretbody\n-----END PRIVATE KEY-----\n"}"#;
+
+    #[test]
+    fn a_bigquery_profile_reads_every_key_and_never_shows_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("sa.json");
+        std::fs::write(&key, KEY).expect("write key");
+        let (_d, profile) = load(&format!(
+            "type: bigquery\nmethod: service-account\nproject: my-proj\ndataset: analytics\nkeyfile: '{}'\nlocation: EU\nthreads: 4\npriority: BATCH\nmaximum_bytes_billed: 1000000000\njob_execution_timeout_seconds: '300'\napi_endpoint: 'http://127.0.0.1:9050/'",
+            key.display()
+        ));
+        let profile = profile.expect("parses");
+        assert_eq!((profile.warehouse_type(), profile.schema.as_str(), profile.threads), ("bigquery", "analytics", Some(4)));
+        let s = bigquery(&profile);
+        assert_eq!((s.project.as_str(), s.location.as_deref(), s.priority.as_deref()), ("my-proj", Some("EU"), Some("batch")));
+        assert_eq!((s.maximum_bytes_billed, s.job_execution_timeout_seconds), (Some(1_000_000_000), Some(300)));
+        assert_eq!(s.v2_base_url(), "http://127.0.0.1:9050/bigquery/v2");
+        assert!(s.local_emulator());
+        assert!(!format!("{profile:?}").contains("secretbody"));
+    }
+
+    #[test]
+    fn bigquery_keyfile_json_oauth_and_schema_are_read_as_dbt_does() {
+        let (_d, profile) = load("type: bigquery\nmethod: oauth\ndatabase: p2\nschema: s2");
+        let profile = profile.expect("parses");
+        assert_eq!((bigquery(&profile).project.as_str(), profile.schema.as_str()), ("p2", "s2"));
+        assert_eq!(bigquery(&profile).auth, BigQueryAuth::ApplicationDefault);
+        assert_eq!(bigquery(&profile).v2_base_url(), "https://bigquery.googleapis.com/bigquery/v2");
+        let (_d, profile) = load("type: bigquery\nmethod: service-account-json\nproject: p\ndataset: d\nkeyfile_json:\n  type: service_account\n  client_email: a@b\n  private_key: \"-----BEGIN PRIVATE KEY-----\\nMIIEvQsecretbody\\n-----END PRIVATE KEY-----\\n\"");
+        match &bigquery(&profile.expect("parses")).auth {
+            BigQueryAuth::ServiceAccount { key, origin } => assert!(key.expose().contains("secretbody") && origin == "keyfile_json"),
+            other => panic!("not a service account: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_bigquery_profiles_are_clear_and_never_echo_the_key() {
+        let cases = [
+            ("type: bigquery\nmethod: oauth\ndataset: d", "type bigquery needs `project`"),
+            ("type: bigquery\nmethod: oauth\nproject: p", "needs `dataset` (or `schema`)"),
+            ("type: bigquery\nproject: p\ndataset: d", "needs `method`"),
+            ("type: bigquery\nmethod: oauth-secrets\nproject: p\ndataset: d", "`method: oauth-secrets` is not supported"),
+            ("type: bigquery\nmethod: service-account\nproject: p\ndataset: d", "needs `keyfile`"),
+            ("type: bigquery\nmethod: service-account-json\nproject: p\ndataset: d\nkeyfile_json: '-----BEGIN PRIVATE KEY-----secretbody'", "not JSON"),
+            ("type: bigquery\nmethod: oauth\nproject: p\ndataset: d\npriority: urgent", "`priority` must be interactive or batch"),
+            ("type: bigquery\nmethod: oauth\nproject: p\ndataset: d\nmaximum_bytes_billed: lots", "`maximum_bytes_billed` must be a whole number"),
+            ("type: bigquery\nmethod: oauth\nproject: p\ndataset: d\napi_endpoint: 'http://10.0.0.1:9050'", "plain http is allowed only for 127.0.0.1"),
+        ];
+        for (yaml, expected) in cases {
+            let (_dir, profile) = load(yaml);
+            let err = format!("{:#}", profile.expect_err(expected));
+            assert!(err.contains(expected) && err.contains("target 'dev'"), "{expected}: {err}");
+            assert!(!err.contains("secretbody"), "{err}");
         }
     }
 }

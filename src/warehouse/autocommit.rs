@@ -83,4 +83,7 @@ impl Warehouse for AutoCommit {
     fn release_connections(&self) {
         self.inner.release_connections()
     }
+    async fn dry_run_bytes(&self, sql: &str) -> Result<Option<u64>> {
+        self.inner.dry_run_bytes(sql).await
+    }
 }

@@ -12,6 +12,7 @@
 //! and one arm to [`open`].
 
 pub mod autocommit;
+pub mod bigquery;
 pub mod duckdb;
 pub mod latency;
 pub mod snowflake;
@@ -134,6 +135,11 @@ pub trait Warehouse: Send + Sync {
     /// on DuckDB, one process at a time may write the file, and the dbt
     /// builder's dbt is another process.
     fn release_connections(&self) {}
+    /// The bytes a statement would process, from a dry run where the
+    /// warehouse has them (BigQuery); nothing runs. None elsewhere.
+    async fn dry_run_bytes(&self, _sql: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// The warehouse a profile names. `read_only`: plan and history, which never
@@ -163,6 +169,10 @@ pub fn open(profile: &crate::project::profile::Profile, search_dirs: &[std::path
         WarehouseSettings::Snowflake(settings) => {
             let origin = format!("{} target '{}'", profile.file.display(), profile.target_name);
             Arc::new(snowflake::Snowflake::open(settings.clone(), &profile.schema, origin, read_only)?)
+        }
+        WarehouseSettings::BigQuery(settings) => {
+            let origin = format!("{} target '{}'", profile.file.display(), profile.target_name);
+            Arc::new(bigquery::BigQuery::open(settings.clone(), &profile.schema, origin, read_only)?)
         }
     })
 }
@@ -272,5 +282,8 @@ impl Warehouse for Recording {
     }
     fn release_connections(&self) {
         self.inner.release_connections()
+    }
+    async fn dry_run_bytes(&self, sql: &str) -> Result<Option<u64>> {
+        self.inner.dry_run_bytes(sql).await
     }
 }

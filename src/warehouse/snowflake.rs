@@ -570,7 +570,7 @@ fn tokens(sql: &str) -> Vec<String> {
 /// A seed's column type as dbt infers it from the CSV (agate): integer,
 /// float, boolean, date, timestamp, else text. Empty cells are NULL and say
 /// nothing about the type.
-fn infer_type(values: &[Option<&str>]) -> &'static str {
+pub(super) fn infer_type(values: &[Option<&str>]) -> &'static str {
     let present: Vec<&str> = values.iter().flatten().copied().collect();
     let all = |f: fn(&str) -> bool| !present.is_empty() && present.iter().all(|v| f(v));
     if all(|v| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false")) {
@@ -589,10 +589,10 @@ fn infer_type(values: &[Option<&str>]) -> &'static str {
 }
 
 /// Rows of cells, None for NULL.
-type Cells = Vec<Vec<Option<String>>>;
+pub(super) type Cells = Vec<Vec<Option<String>>>;
 
 /// A seed CSV: header and rows (empty cells are NULL).
-fn read_csv(file: &std::path::Path) -> Result<(Vec<String>, Cells)> {
+pub(super) fn read_csv(file: &std::path::Path) -> Result<(Vec<String>, Cells)> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(file).with_context(|| format!("cannot read seed {}", file.display()))?;
     let header: Vec<String> = reader.headers().with_context(|| format!("seed {}: cannot read its header", file.display()))?.iter().map(|h| h.trim().to_string()).collect();
     if header.is_empty() || header.iter().any(String::is_empty) {

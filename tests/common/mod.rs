@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod bigquery;
 pub mod snowflake;
 
 use std::collections::BTreeMap;

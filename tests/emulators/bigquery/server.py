@@ -421,6 +421,18 @@ def patch_bqemulator(project: str) -> None:
     # and SNAPSHOT); bqemulator reports BASE TABLE.
     information_schema._BQ_TABLE_TYPE_MAP["CLONE"] = "CLONE"
 
+    # INFORMATION_SCHEMA.VIEWS.view_definition is the view's SQL as written.
+    # bqemulator inlines it as a string literal escaped the ANSI way ('') into
+    # SQL it then parses as BigQuery's, where '' is no escape: every quoted
+    # string in a view's definition lost its quotes ('EUR' came back as EUR).
+    # BigQuery string literals escape with a backslash.
+    def bigquery_literal(value: str | None) -> str:
+        if value is None:
+            return "NULL"
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+    information_schema._sql_literal = bigquery_literal
+
     create_app = bq_server.create_app
     bq_server.create_app = lambda context: BigQueryFidelity(create_app(context), project)
 

@@ -279,6 +279,17 @@ def test_information_schema_tables_reports_each_table_type(client, ds):
     ]
 
 
+def test_information_schema_views_gives_a_definition_that_recreates_the_view(client, ds):
+    """INFORMATION_SCHEMA.VIEWS.view_definition is the SQL query that defines
+    the view: run again as a view's query it defines the same view, string
+    literals (with quotes and backslashes) included."""
+    client.query_and_wait(f"CREATE VIEW {ds}.v AS SELECT 1 AS a, 'EUR' AS currency, 'it\\'s' AS c, 'back\\\\slash' AS d")
+    (definition,) = values(client, f"SELECT view_definition FROM {ds}.INFORMATION_SCHEMA.VIEWS WHERE table_name = 'v'")[0]
+    assert "'EUR'" in definition
+    client.query_and_wait(f"CREATE OR REPLACE VIEW {ds}.w AS {definition}")
+    assert values(client, f"SELECT a, currency, c, d FROM {ds}.w") == [(1, "EUR", "it's", "back\\slash")]
+
+
 def test_tables_get_and_list_use_the_rest_table_types(client, ds):
     """REST Table.type is TABLE, VIEW, SNAPSHOT, ...: it has no CLONE, a
     clone is a TABLE (tables.get and tables.list)."""
