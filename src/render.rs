@@ -199,6 +199,10 @@ impl Renderer {
         env.add_function("config", config_fn);
         env.add_function("is_incremental", is_incremental_fn);
         env.add_function("log", |_msg: Value, _kw: Kwargs| -> Result<String, Error> { Ok(String::new()) });
+        // dbt renders with `execute` true when it builds; so does airlock, at
+        // load too: a `{% if execute %}` block is never skipped silently (what
+        // it calls that airlock lacks, like run_query, is an error naming it)
+        env.add_global("execute", Value::from(true));
         let mut import_prefix = String::new();
         let mut plain_ok = true;
         for file in macros {
@@ -419,6 +423,48 @@ fn only_macro_definitions(source: &str) -> bool {
     }
 }
 
+/// The template that calls a custom generic test: `{% test name(model,
+/// column_name, ...) %}` is the macro `test_name`; `model` is the render's
+/// `this` (the tested relation, filtered by `where`), the arguments are
+/// literals, except `ref(...)` / `source(...)` strings, which dbt evaluates.
+pub fn test_macro_call(name: &str, column: Option<&str>, args: &BTreeMap<String, serde_json::Value>) -> Result<String> {
+    let mut call = format!("{{{{ test_{name}(model=this");
+    if let Some(c) = column.filter(|c| !c.is_empty()) {
+        call.push_str(&format!(", column_name={}", jinja_literal(&serde_json::Value::String(c.to_string()))));
+    }
+    for (k, v) in args {
+        if k == "column_name" || k == "to_node" || k == "model" {
+            continue;
+        }
+        if !is_ident(k) {
+            return Err(anyhow!("test '{name}': argument name '{k}' is not a valid identifier"));
+        }
+        call.push_str(&format!(", {k}={}", jinja_literal(v)));
+    }
+    call.push_str(") }}");
+    Ok(call)
+}
+
+/// A JSON value as a Jinja expression.
+fn jinja_literal(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match v {
+        J::Null => "none".into(),
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => {
+            let t = s.trim();
+            if (t.starts_with("ref(") || t.starts_with("source(")) && t.ends_with(')') {
+                return t.to_string();
+            }
+            let escaped = s.replace('\\', "\\\\").replace('\'', "\\'").replace('\n', "\\n").replace('\r', "\\r");
+            format!("'{escaped}'")
+        }
+        J::Array(items) => format!("[{}]", items.iter().map(jinja_literal).collect::<Vec<_>>().join(", ")),
+        J::Object(map) => format!("{{{}}}", map.iter().map(|(k, v)| format!("{}: {}", jinja_literal(&J::String(k.clone())), jinja_literal(v))).collect::<Vec<_>>().join(", ")),
+    }
+}
+
 fn add_var(env: &mut Environment<'static>, vars: BTreeMap<String, serde_json::Value>) {
     let vars = Arc::new(vars);
     env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, Error> {
@@ -531,6 +577,9 @@ fn describe(e: &Error, fallback: &str) -> String {
     };
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
     let mut msg = format!("{}: {kind}{detail}", location(e, fallback));
+    if matches!(e.kind(), ErrorKind::UnknownFunction | ErrorKind::UndefinedError) {
+        msg.push_str(" (dbt Jinja the native builder does not have yet, such as packages, adapter or run_query, runs with --builder dbt)");
+    }
     // an error inside a macro names the macro file; say where it was called from too
     if let Some(src) = std::error::Error::source(e) {
         msg.push_str(&format!(" ({src})"));
