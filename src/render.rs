@@ -149,9 +149,17 @@ fn source_fn(state: &State, source: String, table: String) -> Result<Value, Erro
     Ok(Value::from_object(relation))
 }
 
-fn config_fn(state: &State, kwargs: Kwargs) -> Result<String, Error> {
+fn config_fn(state: &State, dict: Option<Value>, kwargs: Kwargs) -> Result<String, Error> {
     let scope = scope(state)?;
     let mut items = Vec::new();
+    // dbt also takes the config as one dict: `config({'materialized': 'table'})`
+    if let Some(dict) = dict {
+        let json = serde_json::to_value(&dict).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("config({{...}}): {e}")))?;
+        let serde_json::Value::Object(map) = json else {
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("config() takes keyword arguments or one dict, got {dict}")));
+        };
+        items.extend(map);
+    }
     for key in kwargs.args() {
         let value: Value = kwargs.get(key)?;
         let json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("config({key}=...): {e}")))?;
@@ -203,6 +211,7 @@ impl Renderer {
         // load too: a `{% if execute %}` block is never skipped silently (what
         // it calls that airlock lacks, like run_query, is an error naming it)
         env.add_global("execute", Value::from(true));
+        add_cross_db(&mut env, &target);
         let mut import_prefix = String::new();
         let mut plain_ok = true;
         for file in macros {
@@ -465,6 +474,146 @@ fn jinja_literal(v: &serde_json::Value) -> String {
     }
 }
 
+/// dbt's cross-database macros (`dbt.concat`, `type_string`, `dateadd`, …)
+/// as dbt-duckdb 1.11 renders them, both as `dbt.name(...)` and as global
+/// functions; for another warehouse each is an error pointing at
+/// `--builder dbt` (its SQL differs there, and a guess would build something
+/// dbt would not).
+fn add_cross_db(env: &mut Environment<'static>, target: &serde_json::Value) {
+    let warehouse = target.get("type").and_then(|t| t.as_str()).unwrap_or("duckdb").to_ascii_lowercase();
+    let ns = Arc::new(CrossDb { warehouse });
+    for name in CROSS_DB {
+        let ns = ns.clone();
+        env.add_function(*name, move |args: minijinja::value::Rest<Value>| -> Result<Value, Error> { ns.render_macro(name, &args) });
+    }
+    env.add_global("dbt", Value::from_dyn_object(ns));
+}
+
+const CROSS_DB: &[&str] = &[
+    "type_string", "type_int", "type_bigint", "type_float", "type_numeric", "type_timestamp", "type_boolean", "concat", "hash", "safe_cast",
+    "cast", "dateadd", "datediff", "date_trunc", "last_day", "split_part", "length", "right", "replace", "position", "any_value", "bool_or",
+    "listagg", "string_literal", "escape_single_quotes", "current_timestamp", "date", "except", "intersect", "cast_bool_to_text",
+    "array_construct", "array_append", "array_concat", "equals",
+];
+
+/// The `dbt` namespace of cross-database macros.
+#[derive(Debug)]
+struct CrossDb {
+    warehouse: String,
+}
+
+impl Object for CrossDb {
+    fn call_method(self: &Arc<Self>, _state: &State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        if !CROSS_DB.contains(&method) {
+            return Err(Error::new(ErrorKind::UnknownMethod, format!("dbt.{method} is not one of dbt's cross-database macros the native builder renders")));
+        }
+        self.render_macro(method, args)
+    }
+}
+
+impl CrossDb {
+    fn render_macro(&self, name: &str, args: &[Value]) -> Result<Value, Error> {
+        if self.warehouse != "duckdb" {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("dbt.{name}() is rendered natively as dbt-duckdb renders it, not for {}; run the project with --builder dbt", self.warehouse),
+            ));
+        }
+        // positional arguments, then keyword arguments by dbt's parameter names
+        let (pos, kwargs): (&[Value], Option<Kwargs>) = match args.split_last() {
+            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
+            _ => (args, None),
+        };
+        let params: &[&str] = match name {
+            "concat" => &["fields"],
+            "hash" | "length" | "any_value" | "bool_or" | "escape_single_quotes" | "cast_bool_to_text" => &["field"],
+            "safe_cast" | "cast" => &["field", "type"],
+            "dateadd" => &["datepart", "interval", "from_date_or_timestamp"],
+            "datediff" => &["first_date", "second_date", "datepart"],
+            "date_trunc" => &["datepart", "date"],
+            "last_day" => &["date", "datepart"],
+            "split_part" => &["string_text", "delimiter_text", "part_number"],
+            "right" => &["string_text", "length_expression"],
+            "replace" => &["field", "old_chars", "new_chars"],
+            "position" => &["substring_text", "string_text"],
+            "listagg" => &["measure", "delimiter_text", "order_by_clause", "limit_num"],
+            "string_literal" => &["value"],
+            "date" => &["year", "month", "day"],
+            "array_construct" => &["inputs", "data_type"],
+            "array_append" => &["array", "new_element"],
+            "array_concat" => &["array_1", "array_2"],
+            "equals" => &["expr1", "expr2"],
+            _ => &[],
+        };
+        let get = |i: usize| -> Option<Value> {
+            pos.get(i).cloned().or_else(|| {
+                let key = params.get(i)?;
+                kwargs.as_ref().and_then(|k| k.get::<Option<Value>>(key).ok().flatten())
+            })
+            .filter(|v| !v.is_none() && !v.is_undefined())
+        };
+        let text = |i: usize| -> Result<String, Error> {
+            get(i).map(|v| v.to_string()).ok_or_else(|| Error::new(ErrorKind::MissingArgument, format!("dbt.{name}() needs '{}'", params.get(i).unwrap_or(&"?"))))
+        };
+        let list = |i: usize| -> Result<Vec<String>, Error> {
+            let v = get(i).ok_or_else(|| Error::new(ErrorKind::MissingArgument, format!("dbt.{name}() needs a list")))?;
+            Ok(v.try_iter()?.map(|x| x.to_string()).collect())
+        };
+        let sql = match name {
+            "type_string" => "TEXT".to_string(),
+            "type_int" => "integer".to_string(),
+            "type_bigint" => "bigint".to_string(),
+            "type_float" => "float".to_string(),
+            "type_numeric" => "numeric(28,6)".to_string(),
+            "type_timestamp" => "timestamp".to_string(),
+            "type_boolean" => "boolean".to_string(),
+            "concat" => list(0)?.join(" || "),
+            "hash" => format!("md5(cast({} as TEXT))", text(0)?),
+            // dbt-duckdb's safe_cast is a plain cast
+            "safe_cast" | "cast" => format!("cast({} as {})", text(0)?, text(1)?),
+            "dateadd" => format!("({} + cast({} as bigint) * interval 1 {})", text(2)?, text(1)?, text(0)?),
+            "datediff" => format!("(date_diff('{}', {}::timestamp, {}::timestamp ))", text(2)?, text(0)?, text(1)?),
+            "date_trunc" => format!("date_trunc('{}', {})", text(0)?, text(1)?),
+            "last_day" => {
+                let (d, part) = (text(0)?, text(1)?);
+                format!("cast(((date_trunc('{part}', {d}) + cast(1 as bigint) * interval 1 {part}) + cast(-1 as bigint) * interval 1 day) as date)")
+            }
+            "split_part" => format!("string_split({}, {})[ {} ]", text(0)?, text(1)?, text(2)?),
+            "length" => format!("length({})", text(0)?),
+            "right" => format!("right({}, {})", text(0)?, text(1)?),
+            "replace" => format!("replace({}, {}, {})", text(0)?, text(1)?, text(2)?),
+            "position" => format!("position({} in {})", text(0)?, text(1)?),
+            "any_value" => format!("arbitrary({})", text(0)?),
+            "bool_or" => format!("bool_or({})", text(0)?),
+            "listagg" => {
+                let measure = text(0)?;
+                let delim = get(1).map(|v| v.to_string()).unwrap_or_else(|| "','".to_string());
+                let order = get(2).map(|v| v.to_string()).unwrap_or_default();
+                match get(3) {
+                    Some(limit) => format!("list_aggr((array_agg({measure} {order}))[1:{limit}], 'string_agg', {delim})"),
+                    None => format!("string_agg({measure}, {delim} {order})"),
+                }
+            }
+            "string_literal" => format!("'{}'", text(0)?),
+            "escape_single_quotes" => text(0)?.replace('\'', "''"),
+            "current_timestamp" => "now()".to_string(),
+            "date" => format!("make_date({}, {}, {})", text(0)?, text(1)?, text(2)?),
+            "except" => "except".to_string(),
+            "intersect" => "intersect".to_string(),
+            "cast_bool_to_text" => format!("cast({} as TEXT)", text(0)?),
+            "array_construct" => format!("array[ {} ]", get(0).map(|_| list(0)).transpose()?.unwrap_or_default().join(" , ")),
+            "array_append" => format!("array_append({}, {})", text(0)?, text(1)?),
+            "array_concat" => format!("array_cat({}, {})", text(0)?, text(1)?),
+            "equals" => format!("({} = {})", text(0)?, text(1)?),
+            other => return Err(Error::new(ErrorKind::UnknownMethod, format!("dbt.{other}"))),
+        };
+        if let Some(k) = kwargs {
+            k.assert_all_used()?;
+        }
+        Ok(Value::from(sql))
+    }
+}
+
 fn add_var(env: &mut Environment<'static>, vars: BTreeMap<String, serde_json::Value>) {
     let vars = Arc::new(vars);
     env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, Error> {
@@ -596,6 +745,26 @@ pub fn render_config_text(text: &str, name: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_db_macros_render_as_dbt_duckdb_and_refuse_elsewhere() {
+        let duck = Renderer::new(&[], BTreeMap::new(), serde_json::json!({"type": "duckdb"})).unwrap();
+        let out = duck.render("m.sql", "{{ dbt.concat(['a', \"'x'\"]) }}|{{ type_string() }}|{{ dbt.dateadd(datepart='day', interval=3, from_date_or_timestamp='d') }}|{{ config({'alias': 'z'}) }}", &scope()).unwrap();
+        assert_eq!(out, "a || 'x'|TEXT|(d + cast(3 as bigint) * interval 1 day)|");
+        let snow = Renderer::new(&[], BTreeMap::new(), serde_json::json!({"type": "snowflake"})).unwrap();
+        let err = snow.render("m.sql", "{{ dbt.hash('a') }}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("m.sql:1") && err.contains("not for snowflake") && err.contains("--builder dbt"), "{err}");
+    }
+
+    #[test]
+    fn config_takes_one_dict_as_dbt_does() {
+        let r = Renderer::new(&[], BTreeMap::new(), serde_json::json!({})).unwrap();
+        let sc = scope();
+        r.render("m.sql", "{{ config({'materialized': 'table', 'tags': ['a']}) }}", &sc).unwrap();
+        let cfg = sc.take().config;
+        assert!(cfg.contains(&("materialized".to_string(), serde_json::json!("table"))), "{cfg:?}");
+        assert!(cfg.contains(&("tags".to_string(), serde_json::json!(["a"]))), "{cfg:?}");
+    }
 
     fn scope() -> Arc<RenderScope> {
         let refs = HashMap::from([("orders".to_string(), "model.p.orders".to_string())]);

@@ -179,7 +179,14 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                 if let Some(loc) = table.config.get("external_location") {
                     apply_config(&mut config, "external_location", loc, &rel)?;
                 }
-                let identifier = table.identifier.clone().unwrap_or_else(|| table.name.clone());
+                // Jinja in a source's identifier renders as dbt renders it
+                let identifier = match &table.identifier {
+                    Some(text) => match values.string(text, &rel)? {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    },
+                    None => table.name.clone(),
+                };
                 if let Some(loc) = &mut config.external_location {
                     *loc = loc.replace("{name}", &table.name).replace("{identifier}", &identifier);
                 }
