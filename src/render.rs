@@ -486,7 +486,47 @@ fn add_cross_db(env: &mut Environment<'static>, target: &serde_json::Value) {
         let ns = ns.clone();
         env.add_function(*name, move |args: minijinja::value::Rest<Value>| -> Result<Value, Error> { ns.render_macro(name, &args) });
     }
-    env.add_global("dbt", Value::from_dyn_object(ns));
+    env.add_global("dbt", Value::from_dyn_object(ns.clone()));
+    env.add_global("adapter", Value::from_object(Adapter { warehouse: ns.warehouse.clone() }));
+    env.add_global("exceptions", Value::from_object(Exceptions));
+}
+
+/// The part of dbt's `adapter` that needs no warehouse round trip; every
+/// other method (`dispatch`, `get_relation`, …) is an error naming it.
+#[derive(Debug)]
+struct Adapter {
+    warehouse: String,
+}
+
+impl Object for Adapter {
+    fn call_method(self: &Arc<Self>, _state: &State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match (method, args) {
+            ("quote", [name]) => {
+                let name = name.to_string();
+                Ok(Value::from(if self.warehouse == "bigquery" { format!("`{name}`") } else { format!("\"{}\"", name.replace('"', "\"\"")) }))
+            }
+            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("adapter.{method}() is not available in the native builder yet"))),
+        }
+    }
+}
+
+/// dbt's `exceptions`: `raise_compiler_error` fails the render with the
+/// message, `warn` prints it.
+#[derive(Debug)]
+struct Exceptions;
+
+impl Object for Exceptions {
+    fn call_method(self: &Arc<Self>, _state: &State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let msg = args.first().map(|v| v.to_string()).unwrap_or_default();
+        match method {
+            "raise_compiler_error" => Err(Error::new(ErrorKind::InvalidOperation, format!("compilation error: {msg}"))),
+            "warn" => {
+                eprintln!("airlock: warning: {msg}");
+                Ok(Value::from(""))
+            }
+            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("exceptions.{method}() is not available in the native builder yet"))),
+        }
+    }
 }
 
 const CROSS_DB: &[&str] = &[
@@ -726,7 +766,7 @@ fn describe(e: &Error, fallback: &str) -> String {
     };
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
     let mut msg = format!("{}: {kind}{detail}", location(e, fallback));
-    if matches!(e.kind(), ErrorKind::UnknownFunction | ErrorKind::UndefinedError) {
+    if matches!(e.kind(), ErrorKind::UnknownFunction | ErrorKind::UndefinedError | ErrorKind::UnknownMethod) {
         msg.push_str(" (dbt Jinja the native builder does not have yet, such as packages, adapter or run_query, runs with --builder dbt)");
     }
     // an error inside a macro names the macro file; say where it was called from too
@@ -754,6 +794,18 @@ mod tests {
         let snow = Renderer::new(&[], BTreeMap::new(), serde_json::json!({"type": "snowflake"})).unwrap();
         let err = snow.render("m.sql", "{{ dbt.hash('a') }}", &scope()).unwrap_err().to_string();
         assert!(err.contains("m.sql:1") && err.contains("not for snowflake") && err.contains("--builder dbt"), "{err}");
+    }
+
+    #[test]
+    fn adapter_quote_and_exceptions_work_and_other_adapter_methods_are_errors() {
+        let duck = Renderer::new(&[], BTreeMap::new(), serde_json::json!({"type": "duckdb"})).unwrap();
+        assert_eq!(duck.render("m.sql", "{{ adapter.quote('Order id') }}", &scope()).unwrap(), "\"Order id\"");
+        let err = duck.render("m.sql", "\n{{ adapter.get_relation(database='d', schema='s', identifier='t') }}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("m.sql:2") && err.contains("adapter.get_relation") && err.contains("--builder dbt"), "{err}");
+        let err = duck.render("m.sql", "{% if 1 > 0 %}{{ exceptions.raise_compiler_error('orders must be unique') }}{% endif %}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("orders must be unique"), "{err}");
+        let err = duck.render("m.sql", "{% if execute %}{% set r = run_query('select 1') %}{% endif %}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("run_query") && err.contains("--builder dbt"), "{err}");
     }
 
     #[test]

@@ -476,7 +476,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         let m = node.config.materialized.as_deref().unwrap_or("view");
         node.materialization = Materialization::parse(m).filter(|m| *m != Materialization::Seed).ok_or_else(|| {
             anyhow!(
-                "{}: unknown materialization '{m}'{}; airlock builds view, table, incremental, ephemeral",
+                "{}: unknown materialization '{m}'{}; the native builder builds view, table, incremental, ephemeral (others run with --builder dbt)",
                 node.path.display(),
                 crate::suggest::hint(m, ["view", "table", "incremental", "ephemeral"])
             )
