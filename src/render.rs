@@ -211,6 +211,13 @@ impl Renderer {
         // load too: a `{% if execute %}` block is never skipped silently (what
         // it calls that airlock lacks, like run_query, is an error naming it)
         env.add_global("execute", Value::from(true));
+        // printing a name that is not defined is an error, as in dbt (an
+        // unknown name would otherwise render as nothing, silently); `{% if
+        // x is defined %}` and `{% if x %}` still work
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+        let now = chrono::Utc::now();
+        env.add_global("run_started_at", Value::from(now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()));
+        env.add_global("invocation_id", Value::from(invocation_id(now)));
         add_cross_db(&mut env, &target);
         let mut import_prefix = String::new();
         let mut plain_ok = true;
@@ -536,6 +543,15 @@ const CROSS_DB: &[&str] = &[
     "array_construct", "array_append", "array_concat", "equals",
 ];
 
+/// dbt's `invocation_id`: a version-4-shaped UUID, unique per run (from the
+/// clock and the process id; nothing depends on its randomness).
+fn invocation_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    let nanos = now.timestamp_nanos_opt().unwrap_or_default() as u64;
+    let pid = std::process::id() as u64;
+    let mix = nanos.rotate_left(17) ^ pid.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", (nanos >> 32) as u32, (nanos >> 16) as u16, pid & 0xfff, mix & 0xfff, mix >> 16 & 0xffff_ffff_ffff)
+}
+
 /// The `dbt` namespace of cross-database macros.
 #[derive(Debug)]
 struct CrossDb {
@@ -806,6 +822,11 @@ mod tests {
         assert!(err.contains("orders must be unique"), "{err}");
         let err = duck.render("m.sql", "{% if execute %}{% set r = run_query('select 1') %}{% endif %}", &scope()).unwrap_err().to_string();
         assert!(err.contains("run_query") && err.contains("--builder dbt"), "{err}");
+        // a name nothing defines is an error when printed, not an empty string
+        let err = duck.render("m.sql", "select '{{ loaded_at }}' as x", &scope()).unwrap_err().to_string();
+        assert!(err.contains("m.sql:1") && err.contains("undefined"), "{err}");
+        assert_eq!(duck.render("m.sql", "{% if loaded_at is defined %}a{% else %}b{% endif %}{% if nope %}c{% endif %}", &scope()).unwrap(), "b");
+        assert!(duck.render("m.sql", "{{ run_started_at }}", &scope()).unwrap().ends_with("+00:00"));
     }
 
     #[test]
