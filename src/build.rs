@@ -53,9 +53,9 @@ impl Catalog {
 pub struct Step {
     pub id: NodeId,
     pub statements: Vec<String>,
-    /// tests: (test id, failing-rows SQL, warn severity); several tests of
-    /// one node run as one query
-    pub group: Vec<(NodeId, String, bool)>,
+    /// tests: (test id, failing-rows SQL, how the count becomes a verdict);
+    /// several tests of one node run as one query
+    pub group: Vec<(NodeId, String, gate::Thresholds)>,
     pub deps: Vec<NodeId>,
     /// incremental models building on a copy of prod
     pub incremental: bool,
@@ -220,9 +220,12 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             }
             NodeKind::Test => {
                 let sql = match node.test.as_ref().expect("test nodes carry a test") {
+                    TestKind::Generic { name, .. } if !crate::project::is_builtin_test(name) => compiler
+                        .generic_macro_sql(node, &place)
+                        .with_context(|| format!("{}: test {}", node.path.display(), node.name))?,
                     TestKind::Generic { name, column, args } => {
                         let owner = node.attached_to.as_ref().ok_or_else(|| anyhow!("test {} is attached to nothing", node.name))?;
-                        let model = place(owner);
+                        let model = gate::where_subquery(&place(owner), node.config.where_.as_deref(), false);
                         let to = args.get("to_node").and_then(|v| v.as_str()).map(|t| place(t));
                         let args: serde_json::Map<String, serde_json::Value> = args.clone().into_iter().collect();
                         gate::generic_test_sql(dialect, name, column, &args, &model, to.as_ref())
@@ -230,15 +233,15 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                     }
                     TestKind::Singular { .. } => compiler.select_sql(node, &place, None, false)?,
                 };
-                step.group = vec![(id.clone(), sql, node.severity() == crate::project::Severity::Warn)];
+                step.group = vec![(id.clone(), gate::with_limit(&sql, node.config.limit), gate::Thresholds::of(node))];
             }
             NodeKind::Source => continue,
         }
         steps.push(step);
     }
     for (id, why) in unrunnable {
-        let warn = project.node(&id).severity() == crate::project::Severity::Warn;
-        steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), warn)], deps: vec![], incremental: false, refused: Some(why), seed: None });
+        let thresholds = gate::Thresholds::of(project.node(&id));
+        steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), thresholds)], deps: vec![], incremental: false, refused: Some(why), seed: None });
     }
     Ok(fuse_tests(project, steps))
 }
@@ -302,7 +305,7 @@ fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> 
 }
 
 /// One query that counts the failing rows of every test in a group.
-pub fn group_query(group: &[(NodeId, String, bool)]) -> String {
+pub fn group_query(group: &[(NodeId, String, gate::Thresholds)]) -> String {
     group
         .iter()
         .enumerate()
@@ -383,7 +386,7 @@ pub async fn run_steps(
             }
             progress.step_started(&project.node(&id).name);
             let wh = warehouse.clone();
-            let severity_warn = project.node(&id).severity() == crate::project::Severity::Warn;
+            let thresholds = gate::Thresholds::of(project.node(&id));
             let members: Vec<NodeId> = if step.group.is_empty() { vec![id.clone()] } else { step.group.iter().map(|(m, _, _)| m.clone()).collect() };
             let names: Vec<String> = members.iter().map(|m| project.node(m).name.clone()).collect();
             let handle = running.spawn(async move {
@@ -391,7 +394,7 @@ pub async fn run_steps(
                 for name in &names {
                     crate::failpoint::maybe_panic(name);
                 }
-                let (members, rows) = run_one(&*wh, &step, severity_warn).await;
+                let (members, rows) = run_one(&*wh, &step, thresholds).await;
                 let micros = t.elapsed().as_micros() as u64;
                 let members: Vec<StepResult> = members.into_iter().map(|(id, outcome)| StepResult { id, outcome, micros, rows }).collect();
                 // the step fails its dependents when any of its tests blocks
@@ -465,14 +468,14 @@ fn complete(
     ready.sort_by(|a, b| b.cmp(a));
 }
 
-async fn run_one(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> (Vec<(NodeId, Outcome)>, Option<u64>) {
+async fn run_one(wh: &dyn Warehouse, step: &Step, thresholds: gate::Thresholds) -> (Vec<(NodeId, Outcome)>, Option<u64>) {
     if let Some(why) = &step.refused {
         return (step.group.iter().map(|(id, _, _)| (id.clone(), Outcome::Error { message: why.clone() })).collect(), None);
     }
     if step.group.is_empty() {
         return build_one(wh, step).await;
     }
-    (run_tests(wh, step, severity_warn).await, None)
+    (run_tests(wh, step, thresholds).await, None)
 }
 
 /// A model or seed: its statements (one transaction where there are
@@ -500,7 +503,7 @@ async fn build_one(wh: &dyn Warehouse, step: &Step) -> (Vec<(NodeId, Outcome)>, 
     }
 }
 
-async fn run_tests(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<(NodeId, Outcome)> {
+async fn run_tests(wh: &dyn Warehouse, step: &Step, thresholds: gate::Thresholds) -> Vec<(NodeId, Outcome)> {
     if step.group.len() > 1 {
         return match wh.query(&group_query(&step.group)).await {
             Ok(rows) => {
@@ -508,7 +511,7 @@ async fn run_tests(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<
                 for (i, (id, sql, warn)) in step.group.iter().enumerate() {
                     let cell = rows.rows.iter().find(|r| r.first().cloned().flatten().as_deref() == Some(i.to_string().as_str())).map(|r| r.get(1).cloned().flatten());
                     let outcome = match parse_count(id, Some(cell.flatten())) {
-                        Ok(0) => Outcome::Pass,
+                        Ok(n) if warn.verdict(n) == gate::Verdict::Pass => Outcome::Pass,
                         Ok(_) => test_outcome(wh, id, &gate::gate_query(sql), *warn).await,
                         Err(message) => Outcome::Error { message },
                     };
@@ -527,7 +530,7 @@ async fn run_tests(wh: &dyn Warehouse, step: &Step, severity_warn: bool) -> Vec<
         };
     }
     let (id, sql, _) = &step.group[0];
-    vec![(id.clone(), test_outcome(wh, id, &gate::gate_query(sql), severity_warn).await)]
+    vec![(id.clone(), test_outcome(wh, id, &gate::gate_query(sql), thresholds).await)]
 }
 
 /// A failure count as the warehouse returned it: `None` when the query gave
@@ -543,17 +546,17 @@ fn parse_count(test: &str, cell: Option<Option<String>>) -> Result<u64, String> 
     }
 }
 
-async fn test_outcome(wh: &dyn Warehouse, id: &str, query: &str, severity_warn: bool) -> Outcome {
+async fn test_outcome(wh: &dyn Warehouse, id: &str, query: &str, thresholds: gate::Thresholds) -> Outcome {
     match wh.query(query).await {
         Ok(rows) => {
             // no rows: no failing rows; otherwise the first cell is the count
             let failures = parse_count(id, rows.rows.first().map(|r| r.first().cloned().flatten()));
             let (_, sample) = gate::read_result(rows);
-            match (failures, severity_warn) {
-                (Err(message), _) => Outcome::Error { message },
-                (Ok(0), _) => Outcome::Pass,
-                (Ok(failures), true) => Outcome::Warn { failures, sample },
-                (Ok(failures), false) => Outcome::Fail { failures, sample },
+            match failures.map(|n| (n, thresholds.verdict(n))) {
+                Err(message) => Outcome::Error { message },
+                Ok((_, gate::Verdict::Pass)) => Outcome::Pass,
+                Ok((failures, gate::Verdict::Warn)) => Outcome::Warn { failures, sample },
+                Ok((failures, gate::Verdict::Fail)) => Outcome::Fail { failures, sample },
             }
         }
         Err(e) => Outcome::Error { message: format!("{e:#}") },

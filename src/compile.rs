@@ -165,6 +165,20 @@ impl Compiler<'_> {
         Ok((strip_sql(&sql), refs))
     }
 
+    /// The failing-rows SQL of a custom generic test (`{% test %}` macro),
+    /// rendered for this placement; dbt's `where` filters the tested relation.
+    pub fn generic_macro_sql(&self, node: &Node, place: &Placement) -> Result<String> {
+        let Some(crate::project::TestKind::Generic { name, column, args }) = &node.test else {
+            anyhow::bail!("test {} is not a generic test", node.name)
+        };
+        let owner = node.attached_to.as_ref().ok_or_else(|| anyhow::anyhow!("test {} is attached to nothing", node.name))?;
+        let model = crate::gate::where_subquery(&place(owner), node.config.where_.as_deref(), true);
+        let call = crate::render::test_macro_call(name, Some(column.as_str()), args)?;
+        let scope = RenderScope::new(self.names.clone(), place.clone(), Some(model), false);
+        let sql = self.renderer.render(&node.path.display().to_string(), &call, &scope)?;
+        Ok(strip_sql(&sql))
+    }
+
     /// A hook (`pre-hook`, `post-hook`, `on-run-start`, `on-run-end`) as it
     /// runs in the audit location: `this` is the audited relation and
     /// `target.schema` the audit schema.

@@ -53,6 +53,109 @@ pub fn generic_test_sql(dialect: Dialect, name: &str, column: &str, args: &serde
     })
 }
 
+/// An `error_if` / `warn_if` condition as dbt writes it: a comparison of the
+/// failure count with a whole number (`!= 0`, `>10`, `>= 5`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Condition {
+    op: Op,
+    n: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Condition {
+    /// dbt's default for both: any failing row.
+    pub const ANY: Condition = Condition { op: Op::Ne, n: 0 };
+
+    pub fn parse(text: &str) -> Result<Condition> {
+        let t = text.trim();
+        let (op, rest) = [("!=", Op::Ne), ("<>", Op::Ne), (">=", Op::Ge), ("<=", Op::Le), ("==", Op::Eq), (">", Op::Gt), ("<", Op::Lt), ("=", Op::Eq)]
+            .into_iter()
+            .find_map(|(p, op)| t.strip_prefix(p).map(|r| (op, r)))
+            .ok_or_else(|| anyhow::anyhow!("'{text}' is not a comparison like '>10' or '!= 0'"))?;
+        let n = rest.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("'{text}' is not a comparison with a whole number like '>10' or '!= 0'"))?;
+        Ok(Condition { op, n })
+    }
+
+    pub fn holds(&self, failures: u64) -> bool {
+        match self.op {
+            Op::Eq => failures == self.n,
+            Op::Ne => failures != self.n,
+            Op::Gt => failures > self.n,
+            Op::Ge => failures >= self.n,
+            Op::Lt => failures < self.n,
+            Op::Le => failures <= self.n,
+        }
+    }
+}
+
+/// How a test's failure count becomes a verdict: dbt's `severity`,
+/// `error_if` and `warn_if`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub severity_warn: bool,
+    pub error_if: Condition,
+    pub warn_if: Condition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Thresholds {
+    /// The thresholds of a test node; conditions were checked at load.
+    pub fn of(node: &Node) -> Thresholds {
+        let cond = |c: &Option<String>| c.as_deref().and_then(|c| Condition::parse(c).ok()).unwrap_or(Condition::ANY);
+        Thresholds { severity_warn: node.severity() == crate::project::Severity::Warn, error_if: cond(&node.config.error_if), warn_if: cond(&node.config.warn_if) }
+    }
+
+    /// As dbt decides: with severity error, `error_if` fails the test, else
+    /// `warn_if` warns; with severity warn only `warn_if` counts.
+    pub fn verdict(&self, failures: u64) -> Verdict {
+        if !self.severity_warn && self.error_if.holds(failures) {
+            Verdict::Fail
+        } else if self.warn_if.holds(failures) {
+            Verdict::Warn
+        } else {
+            Verdict::Pass
+        }
+    }
+}
+
+/// The relation a generic test reads: the model itself, or with dbt's
+/// `where` config the model filtered first (as dbt's `get_where_subquery`).
+/// `alias`: named `dbt_subquery` as dbt names it (for test macros, which
+/// may rely on it); airlock's built-in tests alias it themselves.
+pub fn where_subquery(model: &Relation, where_: Option<&str>, alias: bool) -> Relation {
+    match where_ {
+        None => model.clone(),
+        Some(w) => {
+            let name = if alias { " AS dbt_subquery" } else { "" };
+            Relation { rendered: format!("(SELECT * FROM {} WHERE {w}){name}", model.rendered), ..model.clone() }
+        }
+    }
+}
+
+/// A test's failing-rows query with dbt's `limit` config: at most `limit`
+/// failing rows are counted.
+pub fn with_limit(test_sql: &str, limit: Option<u64>) -> String {
+    match limit {
+        None => test_sql.to_string(),
+        Some(n) => format!("SELECT * FROM (\n{test_sql}\n) AS airlock_limited LIMIT {n}"),
+    }
+}
+
 /// Wrap a failing-rows query: the count of failures and the first rows.
 pub fn gate_query(test_sql: &str) -> String {
     format!("SELECT COUNT(*) OVER () AS airlock_failures, * FROM (\n{test_sql}\n) AS airlock_test LIMIT {SAMPLE_ROWS}")

@@ -149,9 +149,17 @@ fn source_fn(state: &State, source: String, table: String) -> Result<Value, Erro
     Ok(Value::from_object(relation))
 }
 
-fn config_fn(state: &State, kwargs: Kwargs) -> Result<String, Error> {
+fn config_fn(state: &State, dict: Option<Value>, kwargs: Kwargs) -> Result<String, Error> {
     let scope = scope(state)?;
     let mut items = Vec::new();
+    // dbt also takes the config as one dict: `config({'materialized': 'table'})`
+    if let Some(dict) = dict {
+        let json = serde_json::to_value(&dict).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("config({{...}}): {e}")))?;
+        let serde_json::Value::Object(map) = json else {
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("config() takes keyword arguments or one dict, got {dict}")));
+        };
+        items.extend(map);
+    }
     for key in kwargs.args() {
         let value: Value = kwargs.get(key)?;
         let json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("config({key}=...): {e}")))?;
@@ -199,6 +207,18 @@ impl Renderer {
         env.add_function("config", config_fn);
         env.add_function("is_incremental", is_incremental_fn);
         env.add_function("log", |_msg: Value, _kw: Kwargs| -> Result<String, Error> { Ok(String::new()) });
+        // dbt renders with `execute` true when it builds; so does airlock, at
+        // load too: a `{% if execute %}` block is never skipped silently (what
+        // it calls that airlock lacks, like run_query, is an error naming it)
+        env.add_global("execute", Value::from(true));
+        // printing a name that is not defined is an error, as in dbt (an
+        // unknown name would otherwise render as nothing, silently); `{% if
+        // x is defined %}` and `{% if x %}` still work
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+        let now = chrono::Utc::now();
+        env.add_global("run_started_at", Value::from(now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()));
+        env.add_global("invocation_id", Value::from(invocation_id(now)));
+        add_cross_db(&mut env, &target);
         let mut import_prefix = String::new();
         let mut plain_ok = true;
         for file in macros {
@@ -419,6 +439,237 @@ fn only_macro_definitions(source: &str) -> bool {
     }
 }
 
+/// The template that calls a custom generic test: `{% test name(model,
+/// column_name, ...) %}` is the macro `test_name`; `model` is the render's
+/// `this` (the tested relation, filtered by `where`), the arguments are
+/// literals, except `ref(...)` / `source(...)` strings, which dbt evaluates.
+pub fn test_macro_call(name: &str, column: Option<&str>, args: &BTreeMap<String, serde_json::Value>) -> Result<String> {
+    let mut call = format!("{{{{ test_{name}(model=this");
+    if let Some(c) = column.filter(|c| !c.is_empty()) {
+        call.push_str(&format!(", column_name={}", jinja_literal(&serde_json::Value::String(c.to_string()))));
+    }
+    for (k, v) in args {
+        if k == "column_name" || k == "to_node" || k == "model" {
+            continue;
+        }
+        if !is_ident(k) {
+            return Err(anyhow!("test '{name}': argument name '{k}' is not a valid identifier"));
+        }
+        call.push_str(&format!(", {k}={}", jinja_literal(v)));
+    }
+    call.push_str(") }}");
+    Ok(call)
+}
+
+/// A JSON value as a Jinja expression.
+fn jinja_literal(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match v {
+        J::Null => "none".into(),
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => {
+            let t = s.trim();
+            if (t.starts_with("ref(") || t.starts_with("source(")) && t.ends_with(')') {
+                return t.to_string();
+            }
+            let escaped = s.replace('\\', "\\\\").replace('\'', "\\'").replace('\n', "\\n").replace('\r', "\\r");
+            format!("'{escaped}'")
+        }
+        J::Array(items) => format!("[{}]", items.iter().map(jinja_literal).collect::<Vec<_>>().join(", ")),
+        J::Object(map) => format!("{{{}}}", map.iter().map(|(k, v)| format!("{}: {}", jinja_literal(&J::String(k.clone())), jinja_literal(v))).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// dbt's cross-database macros (`dbt.concat`, `type_string`, `dateadd`, …)
+/// as dbt-duckdb 1.11 renders them, both as `dbt.name(...)` and as global
+/// functions; for another warehouse each is an error pointing at
+/// `--builder dbt` (its SQL differs there, and a guess would build something
+/// dbt would not).
+fn add_cross_db(env: &mut Environment<'static>, target: &serde_json::Value) {
+    let warehouse = target.get("type").and_then(|t| t.as_str()).unwrap_or("duckdb").to_ascii_lowercase();
+    let ns = Arc::new(CrossDb { warehouse });
+    for name in CROSS_DB {
+        let ns = ns.clone();
+        env.add_function(*name, move |args: minijinja::value::Rest<Value>| -> Result<Value, Error> { ns.render_macro(name, &args) });
+    }
+    env.add_global("dbt", Value::from_dyn_object(ns.clone()));
+    env.add_global("adapter", Value::from_object(Adapter { warehouse: ns.warehouse.clone() }));
+    env.add_global("exceptions", Value::from_object(Exceptions));
+}
+
+/// The part of dbt's `adapter` that needs no warehouse round trip; every
+/// other method (`dispatch`, `get_relation`, …) is an error naming it.
+#[derive(Debug)]
+struct Adapter {
+    warehouse: String,
+}
+
+impl Object for Adapter {
+    fn call_method(self: &Arc<Self>, _state: &State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match (method, args) {
+            ("quote", [name]) => {
+                let name = name.to_string();
+                Ok(Value::from(if self.warehouse == "bigquery" { format!("`{name}`") } else { format!("\"{}\"", name.replace('"', "\"\"")) }))
+            }
+            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("adapter.{method}() is not available in the native builder yet"))),
+        }
+    }
+}
+
+/// dbt's `exceptions`: `raise_compiler_error` fails the render with the
+/// message, `warn` prints it.
+#[derive(Debug)]
+struct Exceptions;
+
+impl Object for Exceptions {
+    fn call_method(self: &Arc<Self>, _state: &State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        let msg = args.first().map(|v| v.to_string()).unwrap_or_default();
+        match method {
+            "raise_compiler_error" => Err(Error::new(ErrorKind::InvalidOperation, format!("compilation error: {msg}"))),
+            "warn" => {
+                eprintln!("airlock: warning: {msg}");
+                Ok(Value::from(""))
+            }
+            _ => Err(Error::new(ErrorKind::UnknownMethod, format!("exceptions.{method}() is not available in the native builder yet"))),
+        }
+    }
+}
+
+const CROSS_DB: &[&str] = &[
+    "type_string", "type_int", "type_bigint", "type_float", "type_numeric", "type_timestamp", "type_boolean", "concat", "hash", "safe_cast",
+    "cast", "dateadd", "datediff", "date_trunc", "last_day", "split_part", "length", "right", "replace", "position", "any_value", "bool_or",
+    "listagg", "string_literal", "escape_single_quotes", "current_timestamp", "date", "except", "intersect", "cast_bool_to_text",
+    "array_construct", "array_append", "array_concat", "equals",
+];
+
+/// dbt's `invocation_id`: a version-4-shaped UUID, unique per run (from the
+/// clock and the process id; nothing depends on its randomness).
+fn invocation_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    let nanos = now.timestamp_nanos_opt().unwrap_or_default() as u64;
+    let pid = std::process::id() as u64;
+    let mix = nanos.rotate_left(17) ^ pid.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", (nanos >> 32) as u32, (nanos >> 16) as u16, pid & 0xfff, mix & 0xfff, mix >> 16 & 0xffff_ffff_ffff)
+}
+
+/// The `dbt` namespace of cross-database macros.
+#[derive(Debug)]
+struct CrossDb {
+    warehouse: String,
+}
+
+impl Object for CrossDb {
+    fn call_method(self: &Arc<Self>, _state: &State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        if !CROSS_DB.contains(&method) {
+            return Err(Error::new(ErrorKind::UnknownMethod, format!("dbt.{method} is not one of dbt's cross-database macros the native builder renders")));
+        }
+        self.render_macro(method, args)
+    }
+}
+
+impl CrossDb {
+    fn render_macro(&self, name: &str, args: &[Value]) -> Result<Value, Error> {
+        if self.warehouse != "duckdb" {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("dbt.{name}() is rendered natively as dbt-duckdb renders it, not for {}; run the project with --builder dbt", self.warehouse),
+            ));
+        }
+        // positional arguments, then keyword arguments by dbt's parameter names
+        let (pos, kwargs): (&[Value], Option<Kwargs>) = match args.split_last() {
+            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
+            _ => (args, None),
+        };
+        let params: &[&str] = match name {
+            "concat" => &["fields"],
+            "hash" | "length" | "any_value" | "bool_or" | "escape_single_quotes" | "cast_bool_to_text" => &["field"],
+            "safe_cast" | "cast" => &["field", "type"],
+            "dateadd" => &["datepart", "interval", "from_date_or_timestamp"],
+            "datediff" => &["first_date", "second_date", "datepart"],
+            "date_trunc" => &["datepart", "date"],
+            "last_day" => &["date", "datepart"],
+            "split_part" => &["string_text", "delimiter_text", "part_number"],
+            "right" => &["string_text", "length_expression"],
+            "replace" => &["field", "old_chars", "new_chars"],
+            "position" => &["substring_text", "string_text"],
+            "listagg" => &["measure", "delimiter_text", "order_by_clause", "limit_num"],
+            "string_literal" => &["value"],
+            "date" => &["year", "month", "day"],
+            "array_construct" => &["inputs", "data_type"],
+            "array_append" => &["array", "new_element"],
+            "array_concat" => &["array_1", "array_2"],
+            "equals" => &["expr1", "expr2"],
+            _ => &[],
+        };
+        let get = |i: usize| -> Option<Value> {
+            pos.get(i).cloned().or_else(|| {
+                let key = params.get(i)?;
+                kwargs.as_ref().and_then(|k| k.get::<Option<Value>>(key).ok().flatten())
+            })
+            .filter(|v| !v.is_none() && !v.is_undefined())
+        };
+        let text = |i: usize| -> Result<String, Error> {
+            get(i).map(|v| v.to_string()).ok_or_else(|| Error::new(ErrorKind::MissingArgument, format!("dbt.{name}() needs '{}'", params.get(i).unwrap_or(&"?"))))
+        };
+        let list = |i: usize| -> Result<Vec<String>, Error> {
+            let v = get(i).ok_or_else(|| Error::new(ErrorKind::MissingArgument, format!("dbt.{name}() needs a list")))?;
+            Ok(v.try_iter()?.map(|x| x.to_string()).collect())
+        };
+        let sql = match name {
+            "type_string" => "TEXT".to_string(),
+            "type_int" => "integer".to_string(),
+            "type_bigint" => "bigint".to_string(),
+            "type_float" => "float".to_string(),
+            "type_numeric" => "numeric(28,6)".to_string(),
+            "type_timestamp" => "timestamp".to_string(),
+            "type_boolean" => "boolean".to_string(),
+            "concat" => list(0)?.join(" || "),
+            "hash" => format!("md5(cast({} as TEXT))", text(0)?),
+            // dbt-duckdb's safe_cast is a plain cast
+            "safe_cast" | "cast" => format!("cast({} as {})", text(0)?, text(1)?),
+            "dateadd" => format!("({} + cast({} as bigint) * interval 1 {})", text(2)?, text(1)?, text(0)?),
+            "datediff" => format!("(date_diff('{}', {}::timestamp, {}::timestamp ))", text(2)?, text(0)?, text(1)?),
+            "date_trunc" => format!("date_trunc('{}', {})", text(0)?, text(1)?),
+            "last_day" => {
+                let (d, part) = (text(0)?, text(1)?);
+                format!("cast(((date_trunc('{part}', {d}) + cast(1 as bigint) * interval 1 {part}) + cast(-1 as bigint) * interval 1 day) as date)")
+            }
+            "split_part" => format!("string_split({}, {})[ {} ]", text(0)?, text(1)?, text(2)?),
+            "length" => format!("length({})", text(0)?),
+            "right" => format!("right({}, {})", text(0)?, text(1)?),
+            "replace" => format!("replace({}, {}, {})", text(0)?, text(1)?, text(2)?),
+            "position" => format!("position({} in {})", text(0)?, text(1)?),
+            "any_value" => format!("arbitrary({})", text(0)?),
+            "bool_or" => format!("bool_or({})", text(0)?),
+            "listagg" => {
+                let measure = text(0)?;
+                let delim = get(1).map(|v| v.to_string()).unwrap_or_else(|| "','".to_string());
+                let order = get(2).map(|v| v.to_string()).unwrap_or_default();
+                match get(3) {
+                    Some(limit) => format!("list_aggr((array_agg({measure} {order}))[1:{limit}], 'string_agg', {delim})"),
+                    None => format!("string_agg({measure}, {delim} {order})"),
+                }
+            }
+            "string_literal" => format!("'{}'", text(0)?),
+            "escape_single_quotes" => text(0)?.replace('\'', "''"),
+            "current_timestamp" => "now()".to_string(),
+            "date" => format!("make_date({}, {}, {})", text(0)?, text(1)?, text(2)?),
+            "except" => "except".to_string(),
+            "intersect" => "intersect".to_string(),
+            "cast_bool_to_text" => format!("cast({} as TEXT)", text(0)?),
+            "array_construct" => format!("array[ {} ]", get(0).map(|_| list(0)).transpose()?.unwrap_or_default().join(" , ")),
+            "array_append" => format!("array_append({}, {})", text(0)?, text(1)?),
+            "array_concat" => format!("array_cat({}, {})", text(0)?, text(1)?),
+            "equals" => format!("({} = {})", text(0)?, text(1)?),
+            other => return Err(Error::new(ErrorKind::UnknownMethod, format!("dbt.{other}"))),
+        };
+        if let Some(k) = kwargs {
+            k.assert_all_used()?;
+        }
+        Ok(Value::from(sql))
+    }
+}
+
 fn add_var(env: &mut Environment<'static>, vars: BTreeMap<String, serde_json::Value>) {
     let vars = Arc::new(vars);
     env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, Error> {
@@ -531,6 +782,9 @@ fn describe(e: &Error, fallback: &str) -> String {
     };
     let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
     let mut msg = format!("{}: {kind}{detail}", location(e, fallback));
+    if matches!(e.kind(), ErrorKind::UnknownFunction | ErrorKind::UndefinedError | ErrorKind::UnknownMethod) {
+        msg.push_str(" (dbt Jinja the native builder does not have yet, such as packages, adapter or run_query, runs with --builder dbt)");
+    }
     // an error inside a macro names the macro file; say where it was called from too
     if let Some(src) = std::error::Error::source(e) {
         msg.push_str(&format!(" ({src})"));
@@ -547,6 +801,43 @@ pub fn render_config_text(text: &str, name: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_db_macros_render_as_dbt_duckdb_and_refuse_elsewhere() {
+        let duck = Renderer::new(&[], BTreeMap::new(), serde_json::json!({"type": "duckdb"})).unwrap();
+        let out = duck.render("m.sql", "{{ dbt.concat(['a', \"'x'\"]) }}|{{ type_string() }}|{{ dbt.dateadd(datepart='day', interval=3, from_date_or_timestamp='d') }}|{{ config({'alias': 'z'}) }}", &scope()).unwrap();
+        assert_eq!(out, "a || 'x'|TEXT|(d + cast(3 as bigint) * interval 1 day)|");
+        let snow = Renderer::new(&[], BTreeMap::new(), serde_json::json!({"type": "snowflake"})).unwrap();
+        let err = snow.render("m.sql", "{{ dbt.hash('a') }}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("m.sql:1") && err.contains("not for snowflake") && err.contains("--builder dbt"), "{err}");
+    }
+
+    #[test]
+    fn adapter_quote_and_exceptions_work_and_other_adapter_methods_are_errors() {
+        let duck = Renderer::new(&[], BTreeMap::new(), serde_json::json!({"type": "duckdb"})).unwrap();
+        assert_eq!(duck.render("m.sql", "{{ adapter.quote('Order id') }}", &scope()).unwrap(), "\"Order id\"");
+        let err = duck.render("m.sql", "\n{{ adapter.get_relation(database='d', schema='s', identifier='t') }}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("m.sql:2") && err.contains("adapter.get_relation") && err.contains("--builder dbt"), "{err}");
+        let err = duck.render("m.sql", "{% if 1 > 0 %}{{ exceptions.raise_compiler_error('orders must be unique') }}{% endif %}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("orders must be unique"), "{err}");
+        let err = duck.render("m.sql", "{% if execute %}{% set r = run_query('select 1') %}{% endif %}", &scope()).unwrap_err().to_string();
+        assert!(err.contains("run_query") && err.contains("--builder dbt"), "{err}");
+        // a name nothing defines is an error when printed, not an empty string
+        let err = duck.render("m.sql", "select '{{ loaded_at }}' as x", &scope()).unwrap_err().to_string();
+        assert!(err.contains("m.sql:1") && err.contains("undefined"), "{err}");
+        assert_eq!(duck.render("m.sql", "{% if loaded_at is defined %}a{% else %}b{% endif %}{% if nope %}c{% endif %}", &scope()).unwrap(), "b");
+        assert!(duck.render("m.sql", "{{ run_started_at }}", &scope()).unwrap().ends_with("+00:00"));
+    }
+
+    #[test]
+    fn config_takes_one_dict_as_dbt_does() {
+        let r = Renderer::new(&[], BTreeMap::new(), serde_json::json!({})).unwrap();
+        let sc = scope();
+        r.render("m.sql", "{{ config({'materialized': 'table', 'tags': ['a']}) }}", &sc).unwrap();
+        let cfg = sc.take().config;
+        assert!(cfg.contains(&("materialized".to_string(), serde_json::json!("table"))), "{cfg:?}");
+        assert!(cfg.contains(&("tags".to_string(), serde_json::json!(["a"]))), "{cfg:?}");
+    }
 
     fn scope() -> Arc<RenderScope> {
         let refs = HashMap::from([("orders".to_string(), "model.p.orders".to_string())]);

@@ -63,3 +63,95 @@ fn bad_flags_and_settings_exit_2() {
     assert!(run.stderr.contains("airlock.toml") && run.stderr.contains("keeep"), "{}", run.stderr);
     assert!(!s.db().exists());
 }
+
+/// A construct the native builder does not implement is refused at load,
+/// naming its file, the construct and `--builder dbt`; nothing is built.
+fn refused(name: &str, expected: &[&str]) {
+    let mut all = vec!["the native builder does not support", "run it with --builder dbt"];
+    all.extend_from_slice(expected);
+    rejects(name, &["deploy"], &all);
+}
+
+#[test]
+fn snapshots_python_models_functions_unit_tests_and_packages_are_refused_together() {
+    refused(
+        "refuse_files",
+        &[
+            "5 constructs",
+            "snapshots/orders_snapshot.sql: snapshot",
+            "models/scores.py: Python model",
+            "functions/double_it.sql: function / UDF",
+            "models/unit.yml: unit test (unit_tests:)",
+            "packages.yml: package (package: dbt-labs/dbt_utils)",
+        ],
+    );
+}
+
+#[test]
+fn configs_that_change_what_dbt_builds_are_refused_with_where_they_are_set() {
+    refused(
+        "refuse_configs",
+        &[
+            "10 constructs",
+            "config() in models/events.sql: on_schema_change: append_new_columns (only 'ignore' is built natively) on model 'events'",
+            "config() in models/events.sql: incremental_predicates (incremental config) on model 'events'",
+            "config() in models/events.sql: merge_exclude_columns (incremental config) on model 'events'",
+            "models/schema.yml: model contract (contract: {enforced: true}) on model 'events'",
+            "models/schema.yml: constraints on model 'events'",
+            "models/schema.yml: model versions (versions:) on model 'customers'",
+            "models/schema.yml: store_failures: true on test 'unique_events_id'",
+            "models/schema.yml: fail_calc: sum(1) on test 'not_null_events_id'",
+            "dbt_project.yml: quote_columns: true (seed) on seed 'people'",
+            "dbt_project.yml: seed delimiter ';' on seed 'people'",
+        ],
+    );
+}
+
+#[test]
+fn unknown_and_package_generic_tests_are_refused() {
+    refused(
+        "refuse_tests",
+        &[
+            "models/schema.yml: unknown test 'is_positive': no built-in test and no {% test is_positive %} in macros/ or tests/generic/",
+            "models/schema.yml: package generic test 'dbt_utils.not_constant'",
+        ],
+    );
+}
+
+#[test]
+fn naming_overrides_and_custom_materializations_are_refused() {
+    refused("refuse_macros", &["macros/schema_name.sql: macro override generate_schema_name()", "macros/mat.sql: custom materialization"]);
+}
+
+#[test]
+fn two_models_with_one_relation_name_both_files() {
+    rejects("duplicate_relation", &["deploy"], &["two resources have the same relation main.orders: model 'a' (models/a.sql) and model 'b' (models/b.sql)"]);
+}
+
+#[test]
+fn an_empty_unique_key_is_an_error() {
+    rejects("empty_unique_key", &["deploy"], &["config() in models/events.sql: config 'unique_key' is empty"]);
+}
+
+#[test]
+fn refused_configs_that_do_not_apply_to_the_node_do_not_refuse() {
+    // on_schema_change matters to incremental models only, as in dbt: set on
+    // folders of views and tables it does not stop the project
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    let text = std::fs::read_to_string(project.join("dbt_project.yml")).unwrap();
+    let text = text.replacen("      +materialized: view\n", "      +materialized: view\n      +on_schema_change: append_new_columns\n", 1);
+    assert!(text.contains("+on_schema_change"), "shop's dbt_project.yml has a staging folder of views");
+    std::fs::write(project.join("dbt_project.yml"), text).unwrap();
+    s.airlock(&project, &["deploy"]).assert_code(0);
+    // the same on an incremental model is refused, naming it; prod unchanged
+    let before = common::prod_checksums(&s.db(), &["main", "main_marts"]);
+    let model = project.join("models/marts/fct_shipments.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, format!("{{{{ config(on_schema_change='fail') }}}}\n{sql}")).unwrap();
+    let run = s.airlock(&project, &["deploy"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("config() in models/marts/fct_shipments.sql: on_schema_change: fail") && run.stderr.contains("--builder dbt"), "{}", run.stderr);
+    assert!(before.len() > 5, "shop published: {before:?}");
+    assert_eq!(common::prod_checksums(&s.db(), &["main", "main_marts"]), before);
+}

@@ -22,6 +22,9 @@ pub(super) struct DbtProjectFile {
     pub seed_paths: Option<Vec<String>>,
     pub test_paths: Option<Vec<String>>,
     pub macro_paths: Option<Vec<String>>,
+    pub snapshot_paths: Option<Vec<String>>,
+    pub function_paths: Option<Vec<String>>,
+    pub packages_install_path: Option<String>,
     #[serde(default)]
     pub vars: serde_json::Map<String, Value>,
     #[serde(default)]
@@ -95,6 +98,18 @@ const KNOWN_KEYS: &[&str] = &[
     "grants",
     "contract",
     "external_location",
+    "store_failures",
+    "store_failures_as",
+    "where",
+    "limit",
+    "error_if",
+    "warn_if",
+    "fail_calc",
+    "incremental_predicates",
+    "merge_exclude_columns",
+    "merge_update_columns",
+    "sql_header",
+    "delimiter",
 ];
 
 /// Every config key dbt knows (for "did you mean": a key outside this list is
@@ -220,8 +235,41 @@ pub(crate) fn apply_config(cfg: &mut NodeConfig, key: &str, value: &Value, origi
             other => bail!("{origin}: config 'full_refresh' must be true or false, got {other}"),
         },
         "unique_key" => {
+            // an empty key is a mistake dbt does not catch ('' and [] append
+            // every run; ['id', ''] fails in the warehouse): refuse it here
+            let empty = match value {
+                Value::String(s) => s.trim().is_empty(),
+                Value::Array(items) => items.is_empty() || items.iter().any(|v| v.as_str().is_some_and(|s| s.trim().is_empty())),
+                _ => false,
+            };
+            if empty {
+                bail!("{origin}: config 'unique_key' is empty ({value}); name the key column(s), or remove unique_key to append");
+            }
             let keys = as_list(key, value, origin)?;
             cfg.unique_key = if keys.is_empty() { None } else { Some(keys) };
+        }
+        "where" => cfg.where_ = as_string(key, value, origin)?.filter(|w| !w.trim().is_empty()),
+        "limit" => {
+            cfg.limit = match value {
+                Value::Null => None,
+                Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
+                Value::String(s) if s.trim().parse::<u64>().is_ok() => s.trim().parse().ok(),
+                other => bail!("{origin}: config 'limit' must be a whole number, got {other}"),
+            }
+        }
+        "error_if" | "warn_if" => {
+            let cond = as_string(key, value, origin)?;
+            if let Some(c) = &cond {
+                crate::gate::Condition::parse(c).map_err(|e| anyhow::anyhow!("{origin}: config '{key}': {e}"))?;
+            }
+            if key == "error_if" {
+                cfg.error_if = cond;
+            } else {
+                cfg.warn_if = cond;
+            }
+        }
+        k if super::refuse::REFUSED_KEYS.contains(&k) => {
+            cfg.refused.insert(k.to_string(), (value.clone(), origin.to_string()));
         }
         "incremental_strategy" => cfg.incremental_strategy = as_string(key, value, origin)?,
         "severity" => {

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::dbt_project::{self, apply_config, apply_tree, DbtProjectFile};
 use super::properties::{self, ColumnProps, TestDecl, TestLists};
+use super::refuse::{self, Refusals};
 use super::{MacroFile, Materialization, Node, NodeConfig, NodeId, NodeKind, Project, TestKind};
 use crate::render::{Names, Relation, RenderScope, Renderer};
 
@@ -45,6 +46,9 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let seed_dirs = paths(&file.seed_paths, "seeds");
     let test_dirs = paths(&file.test_paths, "tests");
     let macro_dirs = paths(&file.macro_paths, "macros");
+    let snapshot_dirs = paths(&file.snapshot_paths, "snapshots");
+    let function_dirs = paths(&file.function_paths, "functions");
+    let mut refusals = Refusals::default();
 
     let mut vars = file.project_vars();
     vars.extend(cli_vars);
@@ -62,6 +66,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let mut disabled: HashMap<String, String> = HashMap::new();
 
     let mut listing = Listing::new(&root);
+    refuse_files(&root, &file, &model_dirs, &snapshot_dirs, &function_dirs, &mut listing, &mut refusals)?;
     // models: files read and configured in parallel, inserted in file order
     let mut model_files = Vec::new();
     for dir in &model_dirs {
@@ -142,7 +147,26 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     });
     for (rel, props) in parsed {
         let props = props?;
+        if !props.snapshots.is_empty() {
+            refusals.add(&rel, "snapshot (snapshots:)");
+        }
+        if !props.unit_tests.is_empty() {
+            refusals.add(&rel, "unit test (unit_tests:)");
+        }
+        if !props.functions.is_empty() {
+            refusals.add(&rel, "function / UDF (functions:)");
+        }
         for src in props.sources {
+            if let Some(db) = src.database.as_deref() {
+                let db = match values.string(db, &rel)? {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let target_db = target.get("database").and_then(Value::as_str).unwrap_or_default();
+                if !db.eq_ignore_ascii_case(target_db) {
+                    refusals.add(&rel, format!("source '{}' in database '{db}' (another database than the target's)", src.name));
+                }
+            }
             for table in src.tables {
                 let id = format!("source.{name}.{}.{}", src.name, table.name);
                 let mut config = NodeConfig::default();
@@ -155,7 +179,14 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                 if let Some(loc) = table.config.get("external_location") {
                     apply_config(&mut config, "external_location", loc, &rel)?;
                 }
-                let identifier = table.identifier.clone().unwrap_or_else(|| table.name.clone());
+                // Jinja in a source's identifier renders as dbt renders it
+                let identifier = match &table.identifier {
+                    Some(text) => match values.string(text, &rel)? {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    },
+                    None => table.name.clone(),
+                };
                 if let Some(loc) = &mut config.external_location {
                     *loc = loc.replace("{name}", &table.name).replace("{identifier}", &identifier);
                 }
@@ -195,14 +226,23 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
             for res in resources {
                 let id = format!("{}.{name}.{}", kind.as_str(), res.name);
                 let Some(node) = nodes.get_mut(&id) else {
+                    // dbt warns and drops the patch and its tests; so does airlock
                     let candidates: Vec<&str> = by_name.keys().map(String::as_str).collect();
-                    bail!(
-                        "{rel}: properties for {} '{}', which has no file{}",
-                        kind.as_str(),
+                    let section = if kind == NodeKind::Model { "models" } else { "seeds" };
+                    eprintln!(
+                        "airlock: warning: {rel}: did not find matching node for patch with name '{}' in the '{section}' section; its properties and tests are ignored{}",
                         res.name,
                         crate::suggest::hint(&res.name, candidates)
                     );
+                    continue;
                 };
+                let what = format!("{} '{}'", kind.as_str(), res.name);
+                if !res.versions.is_null() || !res.latest_version.is_null() {
+                    refusals.add(&rel, format!("model versions (versions:) on {what}"));
+                }
+                if !res.constraints.is_null() || res.columns.iter().any(|c| !c.constraints.is_null()) {
+                    refusals.add(&rel, format!("constraints on {what}"));
+                }
                 if let Value::Object(cfg) = &values.tree(&res.config, &rel)? {
                     for (k, v) in cfg {
                         apply_config(&mut node.config, k, v, &rel)?;
@@ -222,19 +262,32 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // model's own SQL is known only after rendering it, below
     disable(&mut nodes, &mut by_name, &mut disabled);
 
-    // macros
+    // macros, and generic test definitions in tests/generic/ (macros to dbt)
     let mut macros = Vec::new();
+    let mut macro_files = Vec::new();
     for dir in &macro_dirs {
-        for path in listing.files(dir, "sql")? {
-            let rel = rel_path(&root, &path);
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
-            let (source, names) = rewrite_macros(&text);
-            macros.push(MacroFile { name: rel, source, macros: names });
-        }
+        macro_files.extend(listing.files(dir, "sql")?);
     }
+    for dir in &test_dirs {
+        let base = root.join(dir);
+        macro_files.extend(listing.files(dir, "sql")?.into_iter().filter(|p| in_generic(&base, p)));
+    }
+    for path in macro_files {
+        let rel = rel_path(&root, &path);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {rel}"))?;
+        let (source, names) = rewrite_macros(&text);
+        refuse::check_macros(&rel, &text, &names, &mut refusals);
+        macros.push(MacroFile { name: rel, source, macros: names });
+    }
+    // what the templates cannot render without is refused before rendering;
+    // the rest after it, all together
+    if refusals.blocking {
+        refusals.check()?;
+    }
+    let test_macros: BTreeSet<String> = macros.iter().flat_map(|m| m.macros.iter().filter_map(|n| n.strip_prefix("test_").map(str::to_string))).collect();
 
     let mut names = Arc::new(Names { project: name.clone(), refs: by_name.clone(), sources: sources.clone(), disabled: disabled.clone() });
-    let renderer = Renderer::new(&macros, vars.clone(), target)?;
+    let renderer = Renderer::new(&macros, vars.clone(), target.clone())?;
 
     // Render every model once to find refs, sources and config(); a model is
     // one statement (user SQL never reaches the warehouse as a batch).
@@ -287,10 +340,30 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let mut test_names: HashMap<String, usize> = HashMap::new();
     for (owner_id, decl, rel) in decls {
         let Some(owner) = nodes.get(&owner_id) else { continue }; // on a disabled node
+        let builtin = super::is_builtin_test(&decl.test);
+        if !builtin && !test_macros.contains(&decl.test) {
+            let what = if decl.test.contains('.') {
+                format!("package generic test '{}' (packages are not read by the native builder yet)", decl.test)
+            } else {
+                let known: Vec<&str> = properties::BUILTIN_TESTS.iter().copied().chain(test_macros.iter().map(String::as_str)).collect();
+                format!(
+                    "unknown test '{}'{}: no built-in test and no {{% test {} %}} in macros/ or tests/generic/",
+                    decl.test,
+                    crate::suggest::hint(&decl.test, known),
+                    decl.test
+                )
+            };
+            refusals.add(&rel, what);
+            continue;
+        }
         let owner_name = owner.name.replace('.', "_");
         let column = decl.column.clone().unwrap_or_default();
         let prefix = if owner.kind == NodeKind::Source { "source_" } else { "" };
-        let base = format!("{prefix}{}_{owner_name}_{}", decl.test, column.replace([' ', '"'], "_"));
+        let base = if column.is_empty() {
+            format!("{prefix}{}_{owner_name}", decl.test)
+        } else {
+            format!("{prefix}{}_{owner_name}_{}", decl.test, column.replace([' ', '"'], "_"))
+        };
         let n = test_names.entry(base.clone()).or_insert(0);
         *n += 1;
         let test_name = if *n == 1 { base } else { format!("{base}_{n}") };
@@ -307,6 +380,19 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
             depends_on.insert(target);
         }
         let mut config = NodeConfig::default();
+        if !builtin {
+            // a custom test renders once here: its arguments' refs are
+            // dependencies, and config() in its definition is its default config
+            let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(&owner_id)), false);
+            let call = crate::render::test_macro_call(&decl.test, decl.column.as_deref(), &args)?;
+            renderer.render(&rel, &call, &scope).with_context(|| format!("test '{}' on {owner_id}", decl.test))?;
+            let rec = scope.take();
+            depends_on.extend(rec.refs);
+            depends_on.extend(rec.sources);
+            for (k, v) in &rec.config {
+                apply_config(&mut config, k, v, &format!("config() in test '{}'", decl.test))?;
+            }
+        }
         let fqn = vec![name.clone(), test_name.clone()];
         apply_tree(&file.tests, &fqn, &mut config, "dbt_project.yml")?;
         if let Value::Object(cfg) = &values.tree(&decl.config, &rel)? {
@@ -390,7 +476,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         let m = node.config.materialized.as_deref().unwrap_or("view");
         node.materialization = Materialization::parse(m).filter(|m| *m != Materialization::Seed).ok_or_else(|| {
             anyhow!(
-                "{}: unknown materialization '{m}'{}; airlock builds view, table, incremental, ephemeral",
+                "{}: unknown materialization '{m}'{}; the native builder builds view, table, incremental, ephemeral (others run with --builder dbt)",
                 node.path.display(),
                 crate::suggest::hint(m, ["view", "table", "incremental", "ephemeral"])
             )
@@ -400,7 +486,121 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // a singular test switched off by config(enabled=false) is no test
     nodes.retain(|_, n| !(n.kind == NodeKind::Test && n.config.enabled == Some(false)));
 
+    for node in nodes.values() {
+        refuse::check_node(node, &target, &mut refusals);
+    }
+    refusals.check()?;
+    check_relations(&nodes, &target)?;
+
     Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end, quoting }, renderer, names })
+}
+
+/// Files of constructs the native builder does not build yet: Python models,
+/// snapshots, functions (UDFs) and packages.
+fn refuse_files(
+    root: &Path,
+    file: &DbtProjectFile,
+    model_dirs: &[String],
+    snapshot_dirs: &[String],
+    function_dirs: &[String],
+    listing: &mut Listing,
+    out: &mut Refusals,
+) -> Result<()> {
+    for dir in model_dirs {
+        for path in listing.files(dir, "py")? {
+            out.add(rel_path(root, &path), "Python model");
+        }
+    }
+    for dir in snapshot_dirs {
+        for path in listing.files(dir, "sql")? {
+            out.add(rel_path(root, &path), "snapshot");
+        }
+        for ext in ["yml", "yaml"] {
+            for path in listing.files(dir, ext)? {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if text.lines().any(|l| l.starts_with("snapshots:")) {
+                    out.add(rel_path(root, &path), "snapshot (snapshots:)");
+                }
+            }
+        }
+    }
+    for dir in function_dirs {
+        for ext in ["sql", "py"] {
+            for path in listing.files(dir, ext)? {
+                out.add(rel_path(root, &path), "function / UDF");
+            }
+        }
+    }
+    let mut declared = 0;
+    for name in ["packages.yml", "dependencies.yml"] {
+        let path = root.join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| anyhow!("{name}: invalid YAML: {e}"))?;
+        let json = serde_json::to_value(yaml).map_err(|e| anyhow!("{name}: unsupported YAML: {e}"))?;
+        for entry in json.get("packages").and_then(Value::as_array).into_iter().flatten() {
+            let id = ["package", "local", "git", "tarball", "private", "name"]
+                .iter()
+                .find_map(|k| entry.get(*k).map(|v| format!("{k}: {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))))
+                .unwrap_or_else(|| entry.to_string());
+            out.add(name, format!("package ({id}); packages are not read by the native builder yet"));
+            out.blocking = true;
+            declared += 1;
+        }
+        for entry in json.get("projects").and_then(Value::as_array).into_iter().flatten() {
+            let id = entry.get("name").and_then(Value::as_str).unwrap_or("?");
+            out.add(name, format!("cross-project dependency '{id}'"));
+            out.blocking = true;
+            declared += 1;
+        }
+    }
+    if declared == 0 {
+        let install = file.packages_install_path.clone().unwrap_or_else(|| "dbt_packages".to_string());
+        if let Ok(entries) = std::fs::read_dir(root.join(&install)) {
+            let mut dirs: Vec<String> = entries.flatten().filter(|e| e.path().join("dbt_project.yml").is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            dirs.sort();
+            for d in dirs {
+                out.add(format!("{install}/{d}"), "installed package; packages are not read by the native builder yet");
+                out.blocking = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` lies in a `generic` folder under `base` (tests/generic/:
+/// generic test definitions, which dbt reads as macros).
+fn in_generic(base: &Path, path: &Path) -> bool {
+    path.strip_prefix(base).map(|rel| rel.components().any(|c| c.as_os_str() == "generic")).unwrap_or(false)
+}
+
+/// dbt's check: no two models or seeds may have the same relation (schema
+/// and alias); they would overwrite each other in audit and in prod, and the
+/// gate's outcome would depend on which was built last.
+fn check_relations(nodes: &BTreeMap<NodeId, Node>, target: &Value) -> Result<()> {
+    let target_schema = target.get("schema").and_then(Value::as_str).unwrap_or("main");
+    let mut seen: HashMap<(String, String), &Node> = HashMap::new();
+    for node in nodes.values().filter(|n| n.is_relation()) {
+        // dbt's generate_schema_name, as compile::Layout::prod_schema applies it
+        let schema = match node.config.schema.as_deref().map(str::trim) {
+            Some(custom) if !custom.is_empty() => format!("{target_schema}_{custom}"),
+            _ => target_schema.to_string(),
+        };
+        // compared as DuckDB and unquoted Snowflake names compare: without case
+        let key = (schema.to_lowercase(), node.identifier().to_lowercase());
+        if let Some(other) = seen.insert(key, node) {
+            bail!(
+                "two resources have the same relation {schema}.{}: {} '{}' ({}) and {} '{}' ({}); give one of them another alias or schema",
+                node.identifier(),
+                other.kind.as_str(),
+                other.name,
+                other.path.display(),
+                node.kind.as_str(),
+                node.name,
+                node.path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `f` over `items` on up to as many threads as there are cores, results in

@@ -6,6 +6,7 @@ mod dbt_project;
 mod load;
 pub mod profile;
 mod properties;
+mod refuse;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -97,6 +98,15 @@ pub struct NodeConfig {
     /// SQL run in the audit location before / after the node is built
     pub pre_hook: Vec<String>,
     pub post_hook: Vec<String>,
+    /// tests: dbt's `where` (the tested relation is filtered first), `limit`
+    /// (failing rows counted at most), `error_if` / `warn_if` thresholds
+    pub where_: Option<String>,
+    pub limit: Option<u64>,
+    pub error_if: Option<String>,
+    pub warn_if: Option<String>,
+    /// configs the native builder does not implement, with where each was
+    /// set; refused at load where they change what dbt builds (see refuse.rs)
+    pub refused: BTreeMap<String, (serde_json::Value, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,3 +214,9 @@ impl Project {
 }
 
 pub use load::{read_header, Loaded, ProjectHeader};
+
+/// Whether `name` is one of dbt's built-in generic tests, which airlock
+/// writes itself (others are `{% test %}` macros of the project).
+pub fn is_builtin_test(name: &str) -> bool {
+    properties::BUILTIN_TESTS.contains(&name)
+}

@@ -16,12 +16,20 @@ pub(super) struct PropertiesFile {
     pub models: Vec<ResourceProps>,
     #[serde(default)]
     pub seeds: Vec<ResourceProps>,
+    /// refused at load (see refuse.rs): never ignored
+    #[serde(default)]
+    pub snapshots: Vec<Value>,
+    #[serde(default)]
+    pub unit_tests: Vec<Value>,
+    #[serde(default)]
+    pub functions: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SourceDef {
     pub name: String,
     pub schema: Option<String>,
+    pub database: Option<String>,
     #[serde(default)]
     pub meta: Value,
     #[serde(default)]
@@ -55,11 +63,20 @@ pub(super) struct ResourceProps {
     pub columns: Vec<ColumnProps>,
     #[serde(flatten)]
     pub tests: TestLists,
+    /// model versions and constraints: refused at load
+    #[serde(default)]
+    pub versions: Value,
+    #[serde(default)]
+    pub latest_version: Value,
+    #[serde(default)]
+    pub constraints: Value,
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ColumnProps {
     pub name: String,
+    #[serde(default)]
+    pub constraints: Value,
     #[serde(flatten)]
     pub tests: TestLists,
 }
@@ -87,6 +104,10 @@ pub(super) struct TestDecl {
     pub args: BTreeMap<String, Value>,
     pub config: Value,
 }
+
+/// Config keys of a test that dbt accepts beside its arguments.
+const TEST_CONFIG_KEYS: &[&str] =
+    &["severity", "where", "limit", "error_if", "warn_if", "fail_calc", "store_failures", "store_failures_as", "enabled", "tags", "alias", "schema", "database"];
 
 pub(super) const BUILTIN_TESTS: &[&str] = &["unique", "not_null", "accepted_values", "relationships"];
 
@@ -119,13 +140,9 @@ pub(super) fn parse_test(entry: &Value, column: Option<&str>, owner: &str, rel: 
         }
         other => bail!("{rel}: cannot read the test {other} on {owner}: expected a test name or a one-key mapping"),
     };
+    // whether a test of another name exists is known once macros are read
     let name = name.strip_prefix("dbt.").unwrap_or(&name).to_string();
-    if !BUILTIN_TESTS.contains(&name.as_str()) {
-        let hint = crate::suggest::closest(&name, BUILTIN_TESTS.iter().copied())
-            .map(|s| format!(" (did you mean '{s}'?)"))
-            .unwrap_or_default();
-        bail!("{rel}: unknown test '{name}' on {owner}{hint}; airlock runs unique, not_null, accepted_values, relationships and singular tests");
-    }
+    let builtin = BUILTIN_TESTS.contains(&name.as_str());
     let mut args = BTreeMap::new();
     let mut config = Value::Null;
     if let Value::Object(map) = body {
@@ -136,16 +153,27 @@ pub(super) fn parse_test(entry: &Value, column: Option<&str>, owner: &str, rel: 
                         args.extend(inner);
                     }
                 }
-                "config" => config = v,
-                "severity" => {
-                    let mut c = serde_json::Map::new();
-                    c.insert("severity".into(), v);
-                    if let Value::Object(existing) = &config {
-                        c.extend(existing.clone());
+                "config" => {
+                    // keys given beside `config:` stay; `config:` wins
+                    let mut c = match std::mem::take(&mut config) {
+                        Value::Object(existing) => existing,
+                        _ => serde_json::Map::new(),
+                    };
+                    if let Value::Object(inner) = v {
+                        c.extend(inner);
                     }
                     config = Value::Object(c);
                 }
-                "name" | "test_name" | "description" | "meta" | "tags" => {}
+                // dbt reads config keys written beside the arguments as config
+                k if TEST_CONFIG_KEYS.contains(&k) => {
+                    let mut c = match std::mem::take(&mut config) {
+                        Value::Object(existing) => existing,
+                        _ => serde_json::Map::new(),
+                    };
+                    c.entry(k.to_string()).or_insert(v);
+                    config = Value::Object(c);
+                }
+                "name" | "test_name" | "description" | "meta" => {}
                 _ => {
                     args.insert(k, v);
                 }
@@ -162,7 +190,7 @@ pub(super) fn parse_test(entry: &Value, column: Option<&str>, owner: &str, rel: 
             bail!("{rel}: test '{name}' on {owner} needs '{arg}'");
         }
     }
-    if column.is_none() && name != "relationships" {
+    if builtin && column.is_none() && name != "relationships" {
         // model-level generic tests take the column from `column_name`
         if !args.contains_key("column_name") {
             bail!("{rel}: test '{name}' on {owner} has no column: declare it under a column or give column_name");
