@@ -195,7 +195,10 @@ impl Compiler<'_> {
             if node.materialization != Materialization::Ephemeral || !seen.insert(id.clone()) {
                 continue;
             }
-            let (sql, inner) = self.render(node, place, None, false).with_context(|| format!("rendering ephemeral model {}", node.name))?;
+            // `{{ this }}` in an ephemeral model is the relation it would have
+            // if it were built (as in dbt), in the audit location
+            let this = Some(self.layout.audit_relation(node));
+            let (sql, inner) = self.render(node, place, this, false).with_context(|| format!("rendering ephemeral model {}", node.name))?;
             self.collect_ephemerals(&inner, place, out, seen)?;
             out.push((node.name.clone(), sql));
         }

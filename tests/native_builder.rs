@@ -126,7 +126,7 @@ fn custom_generic_tests_and_test_configs_give_dbts_verdicts_and_tables() {
     assert_eq!(airlock_verdicts(&report), expected);
 
     let published = prod_checksums(&ours, &["main"]);
-    assert_eq!(published.len(), 7, "{published:?}");
+    assert_eq!(published.len(), 8, "{published:?}");
     assert_eq!(published, prod_checksums(&theirs, &["main"]));
 }
 
