@@ -645,7 +645,6 @@ impl Warehouse for BigQuery {
                 Err(e) if format!("{e:#}").contains("(notFound") => continue,
                 Err(e) => return Err(e.context(format!("reading the BigQuery catalog of dataset {schema}"))),
             };
-            let mut tables = Vec::new();
             for r in rows.rows {
                 let cell = |i: usize| r.get(i).cloned().flatten();
                 let name = cell(0).unwrap_or_default();
@@ -654,13 +653,8 @@ impl Warehouse for BigQuery {
                     _ => ObjectKind::Table,
                 };
                 let view_ddl = (kind == ObjectKind::View).then(|| format!("CREATE OR REPLACE VIEW {} AS\n{}", D.relation(schema, &name), cell(2).unwrap_or_default().trim()));
-                if kind == ObjectKind::Table {
-                    tables.push(name.clone());
-                }
                 out.push(CatalogEntry { schema: schema.clone(), name, kind, view_ddl, rows: None });
             }
-            // row counts from table metadata (`__TABLES__` is legacy; count instead, it is a metadata read)
-            let _ = tables;
         }
         Ok(out)
     }
@@ -694,7 +688,8 @@ impl Warehouse for BigQuery {
         let mut held = self.held.lock().await;
         let Some(ours) = held.clone() else { return Ok(()) };
         let json = serde_json::to_string(info)?;
-        if self.swap_lock_row(&ours, &json).await? != 1 {
+        // a write whose count did not come back is judged by the row itself
+        if self.swap_lock_row(&ours, &json).await? != 1 && self.read_lock_row().await?.as_deref() != Some(json.as_str()) {
             let now = self.lock_holder().await?.map(|h| h.describe()).unwrap_or_else(|| "nobody".into());
             anyhow::bail!("this run no longer holds the deploy lock on {} (now held by {now})", self.describe());
         }
@@ -706,7 +701,7 @@ impl Warehouse for BigQuery {
         let mut held = self.held.lock().await;
         let Some(ours) = held.clone() else { return Ok(()) };
         match self.read_lock_row().await? {
-            Some(row) if row != ours => tracing::warn!("the deploy lock on {} was taken over; left to its new holder", self.describe()),
+            Some(row) if !same_holder(&row, &ours) => tracing::warn!("the deploy lock on {} was taken over; left to its new holder", self.describe()),
             Some(_) => self.execute(&format!("DROP TABLE IF EXISTS {}", Self::lock_relation())).await?,
             None => {}
         }
@@ -785,6 +780,18 @@ fn ctas_target(sql: &str) -> Option<String> {
     (is_as && !name.is_empty()).then_some(name)
 }
 
+/// Whether the lock row `row` was written by the process that wrote `ours`
+/// (the heartbeat may differ): that process may still release it.
+fn same_holder(row: &str, ours: &str) -> bool {
+    if row == ours {
+        return true;
+    }
+    match (serde_json::from_str::<LockInfo>(row), serde_json::from_str::<LockInfo>(ours)) {
+        (Ok(a), Ok(b)) => (a.pid, &a.host, &a.started_at, &a.command, a.release) == (b.pid, &b.host, &b.started_at, &b.command, b.release),
+        _ => false,
+    }
+}
+
 fn has_temp_table(sql: &str) -> bool {
     let upper = sql.to_ascii_uppercase();
     upper.contains("TEMP TABLE") || upper.contains("TEMPORARY TABLE")
@@ -810,7 +817,7 @@ impl Drop for BigQuery {
                     let wh = BigQuery::open(settings, &dataset, String::new(), false)?;
                     wh.client.set(client).ok();
                     let row = wh.read_lock_row().await?;
-                    if row.as_deref() == Some(ours.as_str()) {
+                    if row.as_deref().is_some_and(|r| same_holder(r, &ours)) {
                         wh.execute(&format!("DROP TABLE IF EXISTS {}", BigQuery::lock_relation())).await?;
                     }
                     Ok(())
