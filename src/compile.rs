@@ -25,6 +25,16 @@ pub struct Layout {
     /// names that keep their case (dbt's `quoting:`); the rest fold as the
     /// warehouse folds unquoted identifiers
     pub quoting: crate::project::Quoting,
+    /// Snowflake: the audit location is a whole database (`audit_database`
+    /// in airlock.toml); each audit schema has its prod schema's name there
+    pub audit_database: Option<AuditDatabase>,
+}
+
+/// A database-level audit location: prod's database and its audit twin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDatabase {
+    pub prod: String,
+    pub audit: String,
 }
 
 impl Layout {
@@ -47,8 +57,42 @@ impl Layout {
         }
     }
 
+    /// The audit twin of a prod schema: by name, or the same name in the
+    /// audit database.
     pub fn audit_schema(&self, prod_schema: &str) -> String {
-        self.schema_name(&self.audit_pattern.replace("{schema}", prod_schema))
+        match self.audit_database {
+            Some(_) => prod_schema.to_string(),
+            None => self.schema_name(&self.audit_pattern.replace("{schema}", prod_schema)),
+        }
+    }
+
+    /// The audit database, when the audit location is one.
+    pub fn audit_db(&self) -> Option<&str> {
+        self.audit_database.as_ref().map(|a| a.audit.as_str())
+    }
+
+    /// The audit twin of a prod schema, quoted (qualified by the audit
+    /// database where there is one): what DDL on the audit location names.
+    pub fn audit_location(&self, prod_schema: &str) -> String {
+        let schema = self.dialect.quote(&self.audit_schema(prod_schema));
+        match self.audit_db() {
+            Some(db) => format!("{}.{schema}", self.dialect.quote(db)),
+            None => schema,
+        }
+    }
+
+    /// A prod object's audit twin, quoted.
+    pub fn audit_twin(&self, prod_schema: &str, name: &str) -> String {
+        self.dialect.qualified(self.audit_db(), &self.audit_schema(prod_schema), name)
+    }
+
+    /// What removes the audit locations of these prod schemas once they are
+    /// spent (the whole audit database where it is one).
+    pub fn drop_audit(&self, prod_schemas: &[String]) -> Vec<String> {
+        match self.audit_db() {
+            Some(db) => vec![format!("DROP DATABASE IF EXISTS {}", self.dialect.quote(db))],
+            None => prod_schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE", self.audit_location(s))).collect(),
+        }
     }
 
     /// A node's object name in the warehouse (its alias or name, folded).
@@ -66,22 +110,27 @@ impl Layout {
     }
 
     pub fn audit_relation(&self, node: &Node) -> Relation {
-        self.relation(&self.audit_schema(&self.prod_schema(node)), node)
+        let rel = self.relation(&self.audit_schema(&self.prod_schema(node)), node);
+        match self.audit_db() {
+            Some(db) => Relation { rendered: self.dialect.qualified(Some(db), &rel.schema, &rel.identifier), database: Some(db.to_string()), ..rel },
+            None => rel,
+        }
     }
 
     /// A source: its declared table, or a file read for `external_location`.
     pub fn source_relation(&self, node: &Node) -> Relation {
-        let (schema, ident) = node.source_relation.clone().unwrap_or_default();
+        let (database, schema, ident) = node.source_relation.clone().unwrap_or_default();
         let (schema, ident) = (self.schema_name(&schema), self.object_name(&ident));
+        let database = database.map(|db| if self.quoting.database { db } else { self.dialect.fold(&db) });
         // `external_location` is dbt-duckdb's: elsewhere a source is a table,
         // as dbt-snowflake and dbt-bigquery read it
         let external = node.config.external_location.as_ref().filter(|_| self.dialect == Dialect::DuckDb);
         let rendered = match external {
             Some(loc) if loc.contains('(') => loc.clone(),
             Some(loc) => self.dialect.literal(&self.resolve_file(loc)),
-            None => self.dialect.relation(&schema, &ident),
+            None => self.dialect.qualified(database.as_deref(), &schema, &ident),
         };
-        Relation { database: None, schema, identifier: ident, rendered }
+        Relation { database, schema, identifier: ident, rendered }
     }
 
     /// A relative path becomes absolute (working directory first, then the
@@ -258,7 +307,7 @@ pub fn model_statements(dialect: Dialect, node: &Node, target: &Relation, sql: &
                 // Snowflake: the temp table lives beside its target, never in
                 // whatever schema the session happens to be in (as dbt-snowflake
                 // does); DuckDB and BigQuery keep temp tables apart from schemas
-                let tmp = if dialect == Dialect::Snowflake { dialect.relation(&target.schema, &tmp_name) } else { dialect.quote(&tmp_name) };
+                let tmp = if dialect == Dialect::Snowflake { dialect.qualified(target.database.as_deref(), &target.schema, &tmp_name) } else { dialect.quote(&tmp_name) };
                 stmts.push(format!("CREATE OR REPLACE TEMP TABLE {tmp} AS\n{sql}"));
                 if let Some(keys) = &node.config.unique_key {
                     let cond = keys

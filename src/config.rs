@@ -27,6 +27,9 @@ pub struct DeploySettings {
     /// audit schema naming; `{schema}` is the prod schema
     #[serde(default = "default_audit")]
     pub audit_schema: String,
+    /// Snowflake: the audit location is a whole database, `{database}` the
+    /// prod database; `swap` then swaps databases (see `compile::Layout`)
+    pub audit_database: Option<String>,
     /// releases whose backups are kept for rollback (default: the strategy's `keep`)
     pub keep: Option<usize>,
     /// the publish strategy when --strategy is not given
@@ -50,7 +53,7 @@ fn default_strategy() -> String {
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { audit_schema: default_audit(), keep: None, strategy: default_strategy(), threads: None, publish_concurrency: None, mirror_tag: None, builder: None }
+        DeploySettings { audit_schema: default_audit(), audit_database: None, keep: None, strategy: default_strategy(), threads: None, publish_concurrency: None, mirror_tag: None, builder: None }
     }
 }
 
@@ -66,6 +69,11 @@ pub fn read_settings(project_dir: &Path) -> Result<Settings> {
     let audit = &settings.deploy.audit_schema;
     if !audit.contains("{schema}") || audit.trim() == "{schema}" {
         bail!("{}: audit_schema = '{audit}' must contain {{schema}} and differ from it (the audit location must not be prod)", path.display());
+    }
+    if let Some(db) = &settings.deploy.audit_database {
+        if !db.contains("{database}") || db.trim() == "{database}" {
+            bail!("{}: audit_database = '{db}' must contain {{database}} and differ from it (the audit location must not be prod)", path.display());
+        }
     }
     if let Some(b) = &settings.deploy.builder {
         if Builder::parse(b).is_none() {
@@ -133,6 +141,28 @@ pub struct RunConfig {
     /// --threads or airlock.toml `threads`, when given (the dbt builder
     /// passes only these on; else dbt uses the profile's)
     pub threads_given: Option<usize>,
+    /// Snowflake's database-level audit location (`audit_database`)
+    pub audit_database: Option<crate::compile::AuditDatabase>,
+}
+
+/// `audit_database` resolved against the profile's database, as Snowflake
+/// names unquoted identifiers. It moves the ledger into its own database
+/// (`<database>__AIRLOCK`): a swap of prod's database must not carry it away.
+fn audit_database(settings: &Settings, profile: &Profile, project_dir: &Path) -> Result<Option<crate::compile::AuditDatabase>> {
+    let Some(pattern) = &settings.deploy.audit_database else { return Ok(None) };
+    let file = project_dir.join(SETTINGS_FILE);
+    let crate::project::profile::WarehouseSettings::Snowflake(sf) = &profile.warehouse else {
+        bail!("{}: audit_database is for Snowflake (a whole database as the audit location); on {} use audit_schema", file.display(), profile.dialect().title());
+    };
+    let d = crate::warehouse::Dialect::Snowflake;
+    let prod = d.fold(&sf.database);
+    let audit = d.fold(&pattern.replace("{database}", &sf.database));
+    let ledger = d.fold(&format!("{}__airlock", sf.database));
+    if audit == prod || audit == ledger {
+        bail!("{}: audit_database = '{pattern}' names database {audit}, which is {}; choose another", file.display(), if audit == prod { "prod" } else { "the ledger's" });
+    }
+    crate::ledger::set_home(crate::ledger::Home { database: ledger, prod_database: prod.clone() })?;
+    Ok(Some(crate::compile::AuditDatabase { prod, audit }))
 }
 
 impl RunConfig {
@@ -169,6 +199,7 @@ impl RunConfig {
             bail!("publish concurrency 0 (--publish-concurrency or airlock.toml publish_concurrency): need at least 1");
         }
 
+        let audit_database = audit_database(&settings, &profile, &project_dir)?;
         let (builder, builder_reason) = match (&select.builder, &settings.deploy.builder) {
             (Some(b), _) => (b.as_str(), "--builder".to_string()),
             (None, Some(b)) => (b.as_str(), format!("builder = \"{b}\" in {SETTINGS_FILE}")),
@@ -180,7 +211,11 @@ impl RunConfig {
                 bail!("--strategies-dir {}: no such directory", dir.display());
             }
         }
+        if audit_database.is_some() && builder == Builder::Dbt {
+            bail!("{}: audit_database (a database-level audit location) is built by the native builder only; the dbt builder writes audit into schemas of the prod database", project_dir.join(SETTINGS_FILE).display());
+        }
         Ok(RunConfig {
+            audit_database,
             project_dir: project_dir.clone(),
             header,
             profile,
@@ -275,6 +310,12 @@ pub const INIT_TEMPLATE: &str = r#"# airlock settings for this project. Every ke
 # Where the audit build goes: {schema} is the production schema of each node.
 # The audit location must differ from prod.
 audit_schema = "{schema}__audit"
+
+# Snowflake only: make the audit location a whole database ({database} is the
+# profile's database) and let `swap` exchange databases (ALTER DATABASE ... SWAP
+# WITH) instead of schemas. Sources must then live in another database, and
+# the ledger moves to the database "<database>__AIRLOCK".
+# audit_database = "{database}__audit"
 
 # How many published releases keep their backups for `airlock rollback`
 # (default: the strategy's own `keep`, 3 for the built-ins).

@@ -853,7 +853,7 @@ fn changes(strategy: &Strategy, d: Dialect, twins: &BTreeMap<String, Twin>, mani
             let select = t.prod.compiled_code.clone().ok_or_else(|| anyhow!("{id}: dbt compiled no SQL for the prod view {}", t.prod.name))?;
             Desired::View { select }
         } else {
-            Desired::Table { from: d.relation(&t.audit.schema, &t.audit.identifier), source: (t.audit.schema.clone(), t.audit.identifier.clone()) }
+            Desired::Table { from: d.relation(&t.audit.schema, &t.audit.identifier), source: Some((t.audit.schema.clone(), t.audit.identifier.clone())) }
         };
         out.push(Change { schema: t.prod.schema.clone(), name: t.prod.identifier.clone(), desired, prev });
     }
@@ -898,8 +898,8 @@ async fn publish_release(cfg: &RunConfig, strategy: &Strategy, wh: &Arc<Recordin
     r.backup_schema = Some(publish::backup_schema(d, r.id));
     r.published = changes.len() as i64;
     let prod_locations: Vec<String> = locations.iter().map(|(p, _)| p.clone()).collect();
-    let (grants, grant_check) = crate::grants::before_publish(&**wh, changes, &prod_locations).await?;
-    let mut plan = publish::plan(strategy, d, r, changes, locations, &grants)?;
+    let (grants, grant_check) = crate::grants::before_publish(&**wh, changes, &prod_locations, None).await?;
+    let mut plan = publish::plan(strategy, d, r, changes, locations, None, &grants)?;
     plan.grant_check = grant_check;
     if let Err(e) = ledger::journal::publish(&**wh, r, &plan, cfg.publish_concurrency).await {
         if r.status != "publishing" {
@@ -988,8 +988,8 @@ async fn publish_wap(
     r.backup_schema = Some(publish::backup_schema(d, r.id));
     r.published = changes.len() as i64;
     let prod_locations: Vec<String> = locations.iter().map(|(p, _)| p.clone()).collect();
-    let (grants, grant_check) = crate::grants::before_publish(&**wh, &changes, &prod_locations).await?;
-    let mut plan = publish::plan(strategy, d, r, &changes, locations, &grants)?;
+    let (grants, grant_check) = crate::grants::before_publish(&**wh, &changes, &prod_locations, None).await?;
+    let mut plan = publish::plan(strategy, d, r, &changes, locations, None, &grants)?;
     for step in plan.steps.iter_mut().filter(|s| s.action == "rebuild") {
         // keep the regrants that follow the CREATE; the CREATE is dbt's
         step.sql.remove(0);

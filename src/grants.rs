@@ -16,9 +16,14 @@ use anyhow::{Context, Result};
 
 use crate::warehouse::{Dialect, ObjectKind, Rows, Warehouse};
 
-/// A prod object whose privileges are kept: a schema, or a table or view.
+/// A prod object whose privileges are kept: a database, a schema, or a table
+/// or view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// the database, named where it is not the session's (and for the
+    /// database itself)
+    pub database: Option<String>,
+    /// empty for the database itself
     pub schema: String,
     /// None for the schema itself
     pub name: Option<String>,
@@ -27,20 +32,30 @@ pub struct Target {
 }
 
 impl Target {
+    pub fn database(database: &str) -> Target {
+        Target { database: Some(database.to_string()), schema: String::new(), name: None, kind: None }
+    }
+
     pub fn schema(schema: &str) -> Target {
-        Target { schema: schema.to_string(), name: None, kind: None }
+        Target { database: None, schema: schema.to_string(), name: None, kind: None }
     }
 
     pub fn object(schema: &str, name: &str, kind: ObjectKind) -> Target {
-        Target { schema: schema.to_string(), name: Some(name.to_string()), kind: Some(kind) }
+        Target { database: None, schema: schema.to_string(), name: Some(name.to_string()), kind: Some(kind) }
     }
 
-    /// `SCHEMA "S"` or `TABLE "S"."T"`, as GRANT and SHOW GRANTS name it.
+    /// `DATABASE "D"`, `SCHEMA "S"` or `TABLE "S"."T"` (qualified by the
+    /// database where it is named), as GRANT and SHOW GRANTS name it.
     fn on(&self, d: Dialect) -> String {
+        let db = self.database.as_deref();
         match (&self.name, self.kind) {
-            (Some(name), Some(ObjectKind::View)) => format!("VIEW {}", d.relation(&self.schema, name)),
-            (Some(name), _) => format!("TABLE {}", d.relation(&self.schema, name)),
-            (None, _) => format!("SCHEMA {}", d.quote(&self.schema)),
+            (Some(name), Some(ObjectKind::View)) => format!("VIEW {}", d.qualified(db, &self.schema, name)),
+            (Some(name), _) => format!("TABLE {}", d.qualified(db, &self.schema, name)),
+            (None, _) if self.schema.is_empty() => format!("DATABASE {}", d.quote(db.unwrap_or_default())),
+            (None, _) => match db {
+                Some(db) => format!("SCHEMA {}.{}", d.quote(db), d.quote(&self.schema)),
+                None => format!("SCHEMA {}", d.quote(&self.schema)),
+            },
         }
     }
 
@@ -49,9 +64,16 @@ impl Target {
         Target { schema: schema.to_string(), ..self.clone() }
     }
 
+    /// The same object in another database (its twin in an audit database;
+    /// the database itself becomes that database).
+    pub fn in_database(&self, database: &str) -> Target {
+        Target { database: Some(database.to_string()), ..self.clone() }
+    }
+
     fn shown(&self) -> String {
         match &self.name {
             Some(n) => format!("{}.{n}", self.schema),
+            None if self.schema.is_empty() => format!("database {}", self.database.as_deref().unwrap_or_default()),
             None => format!("schema {}", self.schema),
         }
     }
@@ -75,6 +97,7 @@ impl Grant {
     fn describe(&self) -> String {
         let on = match &self.name {
             Some(n) => format!("{}.{n}", self.schema),
+            None if self.schema.is_empty() => "the prod database".to_string(),
             None => format!("schema {}", self.schema),
         };
         format!("{} on {on} to {} {}{}", self.privilege, self.granted_to.to_lowercase(), self.grantee, if self.grant_option { " with grant option" } else { "" })
@@ -161,8 +184,9 @@ impl Check {
 /// exist (an empty one too: its grants are what readers were given), and
 /// every prod object it replaces (not one it removes). Returns the targets
 /// as they are before, and as the publish leaves them.
-fn targets(changes: &[crate::publish::Change], existing_schemas: &[String]) -> (Vec<Target>, Vec<Target>) {
-    let mut before: Vec<Target> = existing_schemas.iter().map(|s| Target::schema(s)).collect();
+fn targets(changes: &[crate::publish::Change], existing_schemas: &[String], database: Option<&str>) -> (Vec<Target>, Vec<Target>) {
+    let mut before: Vec<Target> = database.map(Target::database).into_iter().collect();
+    before.extend(existing_schemas.iter().map(|s| Target::schema(s)));
     let mut after = before.clone();
     for c in changes {
         let new_kind = match c.desired {
@@ -175,30 +199,42 @@ fn targets(changes: &[crate::publish::Change], existing_schemas: &[String]) -> (
             after.push(Target::object(&c.schema, &c.name, new_kind));
         }
     }
-    (before, after)
+    // in a database-level publish every name says which database: a
+    // session's current database is the one its name denotes, whatever a
+    // swap did under it
+    let qualify = |ts: Vec<Target>| match database {
+        Some(db) => ts.into_iter().map(|t| t.in_database(db)).collect(),
+        None => ts,
+    };
+    (qualify(before), qualify(after))
 }
 
 /// What a publish of `changes` into `schemas` needs: the privileges prod
 /// holds now, and the check it ends with. Nothing where the warehouse keeps
-/// no privileges.
-pub async fn before_publish(wh: &dyn Warehouse, changes: &[crate::publish::Change], schemas: &[String]) -> Result<(BTreeSet<Grant>, Option<Check>)> {
+/// no privileges. `database`: prod's database, when the publish swaps it
+/// whole (its own privileges are kept too).
+pub async fn before_publish(wh: &dyn Warehouse, changes: &[crate::publish::Change], schemas: &[String], database: Option<&str>) -> Result<(BTreeSet<Grant>, Option<Check>)> {
     if !applies(wh.dialect()) {
         return Ok((BTreeSet::new(), None));
     }
-    let existing = existing_schemas(wh, schemas).await?;
-    let (before, after_targets) = targets(changes, &existing);
+    let existing = existing_schemas(wh, schemas, database).await?;
+    let (before, after_targets) = targets(changes, &existing, database);
     let grants = read(wh, &before).await?;
     Ok((grants.clone(), Some(Check { before: grants, after_targets })))
 }
 
 /// Which of `schemas` exist now (whether or not they hold anything).
-async fn existing_schemas(wh: &dyn Warehouse, schemas: &[String]) -> Result<Vec<String>> {
+async fn existing_schemas(wh: &dyn Warehouse, schemas: &[String], database: Option<&str>) -> Result<Vec<String>> {
     if schemas.is_empty() {
         return Ok(vec![]);
     }
     let d = wh.dialect();
     let list = schemas.iter().map(|s| d.literal(s)).collect::<Vec<_>>().join(", ");
-    let rows = wh.query(&format!("SELECT SCHEMA_NAME FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME IN ({list})")).await.context("finding the prod schemas")?;
+    let info = match database {
+        Some(db) => format!("{}.INFORMATION_SCHEMA", d.quote(db)),
+        None => "INFORMATION_SCHEMA".into(),
+    };
+    let rows = wh.query(&format!("SELECT SCHEMA_NAME FROM {info}.SCHEMATA WHERE SCHEMA_NAME IN ({list})")).await.context("finding the prod schemas")?;
     Ok(rows.rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).filter(|s| schemas.contains(s)).collect())
 }
 

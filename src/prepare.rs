@@ -62,7 +62,17 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
 
     let mut prep = Vec::new();
     let location_clone = strategy.steps.stage == Stage::CloneProd && strategy.template(d, "clone_location").is_some();
-    for (p, a) in &locations {
+    if let Some(db) = &layout.audit_database {
+        // the audit database starts as a zero-copy clone of prod's (empty on
+        // the first deploy); creating a database or a schema makes it the
+        // session's current one, so the session goes back to prod last
+        strategy.check_audit_database(d)?;
+        let (p, a) = (d.quote(&db.prod), d.quote(&db.audit));
+        prep.push(strategy.render(d, "clone_database", &[("source", &p), ("target", &a)])?);
+        prep.extend(locations.iter().map(|(s, _)| format!("CREATE SCHEMA IF NOT EXISTS {}", layout.audit_location(s))));
+        prep.push(format!("USE DATABASE {p}"));
+    }
+    for (p, a) in locations.iter().filter(|_| layout.audit_database.is_none()) {
         if location_clone && prod.has_objects_in(p) {
             prep.push(strategy.render(d, "clone_location", &[("source", &d.quote(p)), ("target", &d.quote(a))])?);
         } else if location_clone {
@@ -132,7 +142,7 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
                     count_rows(&schema, &layout.ident(node)); // the backup copy
                 }
                 let audit = layout.audit_relation(node);
-                Desired::Table { from: audit.rendered, source: (audit.schema, audit.identifier) }
+                Desired::Table { source: audit.database.is_none().then(|| (audit.schema, audit.identifier)), from: audit.rendered }
             }
         };
         changes.push(Change { schema, name: layout.ident(node), desired, prev });

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 
 use crate::ledger::{self, Release, ReleaseObject};
+use crate::compile::AuditDatabase;
 use crate::strategy::{Publish, Strategy};
 use crate::grants::Target;
 use crate::warehouse::{CatalogEntry, Dialect, ObjectKind};
@@ -20,8 +21,9 @@ use crate::warehouse::{CatalogEntry, Dialect, ObjectKind};
 #[derive(Debug, Clone)]
 pub enum Desired {
     /// a table cloned/copied from `from` (audit or backup), whose (schema,
-    /// name) is `source`: it must exist to (re)do the step
-    Table { from: String, source: (String, String) },
+    /// name) is `source`: it must exist to (re)do the step (None: in another
+    /// database, where the session's catalog cannot tell)
+    Table { from: String, source: Option<(String, String)> },
     /// a table rebuilt in prod from this SELECT (wap)
     Rebuild { select: String },
     /// a view with this SELECT, rendered against prod names
@@ -147,10 +149,22 @@ fn desired_kind(c: &Change) -> Option<ObjectKind> {
 }
 
 /// The journaled plan that applies `changes` (in order). `locations`: (prod,
-/// audit) schema pairs, for location-level publish. `grants`: what prod
+/// audit) schema pairs, for location-level publish; `audit_database`: the
+/// audit location is a whole database (a database swap). `grants`: what prod
 /// grants now, carried over to every object the publish (or its undo) makes.
-pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Change], locations: &[(String, String)], grants: &Grants) -> Result<Plan> {
+pub fn plan(
+    strategy: &Strategy,
+    d: Dialect,
+    release: &Release,
+    changes: &[Change],
+    locations: &[(String, String)],
+    audit_database: Option<&AuditDatabase>,
+    grants: &Grants,
+) -> Result<Plan> {
     let backup = release.backup_schema.clone().unwrap_or_else(|| backup_schema(d, release.id));
+    if let Some(db) = audit_database {
+        return database_swap(strategy, d, release, &backup, changes, locations, db, grants);
+    }
     let location_level = match strategy.steps.publish {
         Publish::Swap => strategy.template(d, "swap_location").is_some(),
         Publish::CloneBack => strategy.template(d, "clone_location").is_some() && strategy.template(d, "snapshot_location").is_some(),
@@ -251,6 +265,64 @@ pub fn plan(strategy: &Strategy, d: Dialect, release: &Release, changes: &[Chang
         objects.push(object(release, c, |p| (p.kind == ObjectKind::Table).then(|| kept.clone())));
     }
     chain_objects(&mut steps, chains);
+    Ok(Plan { steps, objects: ledger::objects_statement(d, &objects), grant_check: None })
+}
+
+/// A swap of whole databases (`audit_database`): prod's privileges granted
+/// on their twins in the audit database, one atomic `SWAP WITH`, the views
+/// re-created against prod's names, the demoted database kept as the
+/// release's backup. Every name says its database: a session's current
+/// database is prod by name, whatever the swap did under it.
+#[allow(clippy::too_many_arguments)]
+fn database_swap(
+    strategy: &Strategy,
+    d: Dialect,
+    release: &Release,
+    backup: &str,
+    changes: &[Change],
+    locations: &[(String, String)],
+    db: &AuditDatabase,
+    grants: &Grants,
+) -> Result<Plan> {
+    anyhow::ensure!(strategy.steps.publish == Publish::Swap, "strategy '{}' cannot publish a database-level audit location", strategy.name);
+    let kept_name = format!("{backup}__{}", db.prod);
+    let (p, a, kept) = (d.quote(&db.prod), d.quote(&db.audit), d.quote(&kept_name));
+    let mut steps = Vec::new();
+    // a swap exchanges the databases with their own privileges: what readers
+    // hold on prod is granted on the audit twins first (the database, its
+    // schemas, every object the release replaces), so nobody loses access
+    let mut pre = regrant(d, grants, &Target::database(&db.prod), &Target::database(&db.audit));
+    for (schema, _) in locations {
+        pre.extend(regrant(d, grants, &Target::schema(schema), &Target::schema(schema).in_database(&db.audit)));
+    }
+    for c in changes {
+        if let (Some(prev), Some(kind)) = (&c.prev, desired_kind(c)) {
+            pre.extend(regrant(d, grants, &object_target(c, prev.kind), &object_target(c, kind).in_database(&db.audit)));
+        }
+    }
+    if !pre.is_empty() {
+        steps.push(Step::new(a.clone(), "grant", pre, Some(vec![]), false));
+    }
+    let swap = strategy.render(d, "swap_database", &[("audit", &a), ("prod", &p)])?;
+    // a swap undoes itself
+    steps.push(Step::new(p.clone(), "swap", vec![swap.clone()], Some(vec![swap]), true));
+    let mut repoint: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match &c.desired {
+            Desired::View { select } => Some(format!("CREATE OR REPLACE VIEW {} COPY GRANTS AS\n{select}", d.qualified(Some(&db.prod), &c.schema, &c.name))),
+            _ => None,
+        })
+        .collect();
+    if !repoint.is_empty() {
+        // the views' own SELECTs name prod relations by schema.name
+        repoint.insert(0, format!("USE DATABASE {p}"));
+        steps.push(Step::new("views".into(), "repoint-views", repoint, Some(vec![]), true));
+    }
+    let rename = strategy.render(d, "keep_demoted_database", &[("audit", &a), ("backup", &kept)])?;
+    let rename_back = strategy.render(d, "keep_demoted_database", &[("audit", &kept), ("backup", &a)])?;
+    steps.push(Step::new(kept.clone(), "rename", vec![rename], Some(vec![rename_back]), false));
+    in_order(&mut steps);
+    let objects: Vec<ReleaseObject> = changes.iter().map(|c| object(release, c, |_| Some(d.qualified(Some(&kept_name), &c.schema, &c.name)))).collect();
     Ok(Plan { steps, objects: ledger::objects_statement(d, &objects), grant_check: None })
 }
 
@@ -359,7 +431,7 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
     let mut create = match &c.desired {
         Desired::Table { from, source } => {
             let mut s = Step::new(prod.clone(), "replace", vec![strategy.render(d, "clone_table", &[("source", from), ("target", &prod)])?], undo_create, true);
-            s.needs = vec![source.clone()];
+            s.needs = source.iter().cloned().collect();
             s
         }
         Desired::Rebuild { select } => Step::new(prod.clone(), "rebuild", vec![strategy.render(d, "rebuild_table", &[("target", &prod), ("sql", select)])?], undo_create, true),
@@ -429,7 +501,7 @@ pub async fn compare_rebuilt(
     let mut differ = Vec::new();
     for c in changes.iter().filter(|c| matches!(c.desired, Desired::Rebuild { .. })) {
         let prod = d.relation(&c.schema, &c.name);
-        let audit = d.relation(&layout.audit_schema(&c.schema), &c.name);
+        let audit = layout.audit_twin(&c.schema, &c.name);
         let sql = format!("SELECT ({}) AS prod, ({}) AS audit", d.checksum_sql(&prod), d.checksum_sql(&audit));
         let rows = wh.query(&sql).await.with_context(|| format!("comparing {prod} with its audited twin {audit}"))?;
         let row = rows.rows.first().cloned().unwrap_or_default();

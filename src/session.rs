@@ -32,7 +32,11 @@ impl Session {
     pub fn open_as(cfg: RunConfig, dialect: Dialect) -> Result<Session> {
         let registry = crate::strategy::Registry::load(Some(&cfg.strategies_dir))?;
         if cfg.strategy != "all" {
-            registry.get(&cfg.strategy)?.check_support(dialect)?;
+            let strategy = registry.get(&cfg.strategy)?;
+            strategy.check_support(dialect)?;
+            if cfg.audit_database.is_some() {
+                strategy.check_audit_database(dialect)?;
+            }
         }
         let header = crate::project::read_header(&cfg.project_dir)?;
         let loaded = load_project(header, cfg.target_value(), cfg.vars.clone())?;
@@ -44,6 +48,7 @@ impl Session {
             audit_pattern: cfg.settings.deploy.audit_schema.clone(),
             search_dirs: cfg.search_dirs(),
             quoting: loaded.project.quoting,
+            audit_database: cfg.audit_database.clone(),
         };
         let session = Session { registry, cfg, loaded, dag, selected, layout };
         session.check_schemas()?;
@@ -51,7 +56,25 @@ impl Session {
     }
 
     /// The audit location must never be a prod location of this project.
+    /// A database-level one must hold everything the project builds and
+    /// nothing it reads: a source in prod's database would be swapped away
+    /// with the demoted release (and new loads into it with it).
     fn check_schemas(&self) -> Result<()> {
+        if let Some(db) = &self.layout.audit_database {
+            for node in self.project().nodes.values().filter(|n| n.kind == crate::project::NodeKind::Source) {
+                let rel = self.layout.source_relation(node);
+                if rel.database.as_deref().is_none_or(|d| d == db.prod) {
+                    anyhow::bail!(
+                        "{}: source '{}' lives in the prod database {}, which a database swap (audit_database in airlock.toml) replaces with its audited copy; \
+                         give the source its own `database:` (sources must live outside prod), or use audit_schema",
+                        node.path.display(),
+                        node.name,
+                        db.prod
+                    );
+                }
+            }
+            return Ok(());
+        }
         let prod = self.all_prod_schemas();
         for s in &prod {
             let audit = self.layout.audit_schema(s);
@@ -69,6 +92,9 @@ impl Session {
     pub fn compiler(&self) -> Compiler<'_> {
         let mut hook_target = self.cfg.target_value();
         hook_target["schema"] = serde_json::Value::String(self.layout.audit_schema(&self.layout.target_schema));
+        if let Some(db) = self.layout.audit_db() {
+            hook_target["database"] = serde_json::Value::String(db.to_string());
+        }
         Compiler { project: &self.loaded.project, renderer: &self.loaded.renderer, names: self.loaded.names.clone(), layout: &self.layout, hook_target }
     }
 

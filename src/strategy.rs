@@ -117,15 +117,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("snapshot_location", "keep location {{ source }} as {{ target }}"),
     ("swap_location", "exchange {{ audit }} and {{ prod }}"),
     ("keep_demoted", "after a swap, rename the demoted {{ audit }} to {{ backup }}"),
+    ("clone_database", "clone database {{ source }} to {{ target }} (audit_database)"),
+    ("swap_database", "exchange databases {{ audit }} and {{ prod }} (audit_database)"),
+    ("keep_demoted_database", "after a database swap, rename the demoted {{ audit }} to {{ backup }}"),
 ];
 
 /// The variables each template is rendered with.
 fn template_vars(name: &str) -> &'static [&'static str] {
     match name {
-        "clone_table" | "snapshot_table" | "clone_location" | "snapshot_location" => &["source", "target"],
+        "clone_table" | "snapshot_table" | "clone_location" | "snapshot_location" | "clone_database" => &["source", "target"],
         "rebuild_table" => &["target", "sql"],
-        "swap_location" => &["audit", "prod"],
-        "keep_demoted" => &["audit", "backup"],
+        "swap_location" | "swap_database" => &["audit", "prod"],
+        "keep_demoted" | "keep_demoted_database" => &["audit", "backup"],
         _ => &[],
     }
 }
@@ -223,6 +226,22 @@ impl Strategy {
             Some(toml::Value::String(s)) => vec![s.clone()],
             _ => vec![],
         }
+    }
+
+    /// Whether this strategy can publish from an audit database
+    /// (`audit_database`): a swap with the database templates.
+    pub fn check_audit_database(&self, dialect: Dialect) -> Result<()> {
+        for name in ["clone_database", "swap_database", "keep_demoted_database"] {
+            if self.steps.publish != Publish::Swap || self.template(dialect, name).is_none() {
+                anyhow::bail!(
+                    "strategy '{}' cannot publish from an audit database (audit_database in airlock.toml): only a swap with `{name}` for {} can; \
+                     use audit_schema for the other strategies",
+                    self.name,
+                    dialect.title()
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn template(&self, dialect: Dialect, name: &str) -> Option<&str> {

@@ -42,6 +42,28 @@ impl Shop {
         Shop { s, db, project, failing }
     }
 
+    /// The shop with a database-level audit location (`audit_database`):
+    /// its source lives in a database of its own, as a database swap needs.
+    fn with_audit_database(prefix: &str) -> Shop {
+        let s = Scratch::new();
+        let db = sf::unique_database(prefix);
+        let raw = format!("{db}_RAW");
+        let profile = Profile::new(&db);
+        let make = |fixture: &str| {
+            let project = s.copy_fixture(fixture);
+            profile.write(&project);
+            std::fs::write(project.join("airlock.toml"), "[deploy]\naudit_database = \"{database}__audit\"\n").unwrap();
+            let sources = project.join("models/staging/sources.yml");
+            let text = std::fs::read_to_string(&sources).unwrap();
+            std::fs::write(&sources, text.replacen("  - name: landing\n", &format!("  - name: landing\n    database: {raw}\n"), 1)).unwrap();
+            project
+        };
+        let (project, failing) = (make("shop"), make("shop_failing"));
+        load_landing(&raw, &project.join("data/shipments.csv"));
+        sf::sql(&raw, &[&format!("CREATE DATABASE IF NOT EXISTS \"{db}\"")]);
+        Shop { s, db, project, failing }
+    }
+
     fn airlock(&self, project: &Path, args: &[&str]) -> Run {
         Run::of(self.s.command(project, args).env_remove("AIRLOCK_FAILPOINT"))
     }
@@ -68,10 +90,11 @@ impl Shop {
         out
     }
 
-    /// Every privilege on the prod schemas and their objects.
+    /// Every privilege on the prod database, its schemas and their objects.
     fn grants(&self) -> BTreeSet<String> {
         let (schemas, objects) = prod_objects(&self.db);
-        let mut targets: Vec<String> = schemas.iter().map(|s| format!("SCHEMA \"{s}\"")).collect();
+        let mut targets: Vec<String> = vec![format!("DATABASE \"{}\"", self.db)];
+        targets.extend(schemas.iter().map(|s| format!("SCHEMA \"{s}\"")));
         targets.extend(objects.iter().map(|(schema, name, kind)| format!("{kind} \"{schema}\".\"{name}\"")));
         let shows: Vec<String> = targets.iter().map(|t| format!("SHOW GRANTS ON {t}")).collect();
         let results = sf::sql(&self.db, &shows.iter().map(String::as_str).collect::<Vec<_>>());
@@ -88,7 +111,7 @@ impl Shop {
     /// Readers of prod, as a team would grant them after the first release.
     fn grant_readers(&self) {
         let (schemas, objects) = prod_objects(&self.db);
-        let mut stmts = vec![];
+        let mut stmts = vec![format!("GRANT USAGE ON DATABASE \"{}\" TO ROLE REPORTER", self.db)];
         for s in &schemas {
             stmts.push(format!("GRANT USAGE ON SCHEMA \"{s}\" TO ROLE REPORTER"));
         }
@@ -191,7 +214,7 @@ fn kind(sql: &str) -> String {
     }
     if words.first().map(String::as_str) == Some("GRANT") {
         words.truncate(1);
-        for on in ["ON SCHEMA", "ON TABLE", "ON VIEW"] {
+        for on in ["ON DATABASE", "ON SCHEMA", "ON TABLE", "ON VIEW"] {
             if upper.to_ascii_uppercase().contains(on) {
                 words.push(on.into());
             }
@@ -531,6 +554,88 @@ fn real_account_round_trip() {
     assert!(!run.stdout.contains(&password) && !run.stderr.contains(&password), "the password was printed");
     run.assert_code(0);
     Run::of(s.command(&project, &["rollback"]).env("AIRLOCK_SNOWFLAKE_PASSWORD", &password)).assert_code(0);
+}
+
+/// `audit_database`: the audit location is a zero-copy clone of prod's
+/// database and `swap` exchanges the databases in one statement; the ledger
+/// lives in a database of its own, so the swap cannot carry it away.
+#[test]
+fn a_database_swap_round_trips_with_the_ledger_outside_prod() {
+    let shop = Shop::with_audit_database("rt_dbswap");
+    let db = &shop.db;
+    let plan = shop.airlock(&shop.project, &["plan", "--strategy", "swap", "--show-sql"]);
+    plan.assert_code(0);
+    assert!(plan.stdout.contains(&format!("ALTER DATABASE \"{db}__AUDIT\" SWAP WITH \"{db}\"")), "{}", plan.stdout);
+    let run = shop.deploy("swap");
+    run.assert_code(0);
+    assert!(run.stdout.contains("release 1 published"), "{}", run.stdout);
+    assert_eq!(shop.scalar("SELECT COUNT(*) FROM ANALYTICS_MARTS.ORDERS"), "28");
+    assert_eq!(shop.scalar("SELECT TO_CHAR(ROUND(SUM(AMOUNT), 2)) FROM ANALYTICS_MARTS.ORDERS"), "866.27");
+    assert_eq!(shop.scalar("SELECT COUNT(*) FROM ANALYTICS_MARTS.FCT_SHIPMENTS"), "25");
+    shop.assert_views_point_at_prod("database swap, release 1");
+    // the ledger is in its own database, not in prod (a swap would carry it away)
+    assert_eq!(shop.scalar(&format!("SELECT COUNT(*) FROM \"{db}__AIRLOCK\".AIRLOCK.RELEASES WHERE STATUS = 'published'")), "1");
+    assert_eq!(shop.scalar("SELECT COUNT(*) FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME = 'AIRLOCK'"), "0", "a ledger inside the swapped prod database");
+    shop.grant_readers();
+    let first = shop.checksums();
+    let grants = shop.grants();
+    assert!(grants.iter().any(|g| g.starts_with(&format!("USAGE on DATABASE \"{db}\" to ROLE REPORTER"))), "{grants:#?}");
+
+    let failing = shop.airlock(&shop.failing, &["deploy", "--strategy", "swap"]);
+    failing.assert_code(1);
+    assert_eq!(shop.checksums(), first, "a blocked database swap changed prod");
+    assert_eq!(shop.grants(), grants, "a blocked database swap changed privileges");
+
+    append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n");
+    append(&shop.project.join("seeds/raw_orders.csv"), "31,21,2024-06-02,completed\n");
+    append(&shop.project.join("seeds/raw_payments.csv"), "36,31,credit_card,5000\n");
+    shop.deploy("swap").assert_code(0);
+    assert_eq!(shop.scalar("SELECT TO_CHAR(ROUND(SUM(AMOUNT), 2)) FROM ANALYTICS_MARTS.ORDERS"), "916.27");
+    assert_eq!(shop.grants(), grants, "the second database swap changed privileges on prod (the database's own included)");
+    shop.assert_views_point_at_prod("database swap, release 2");
+    // the demoted prod database is release 2's backup
+    assert_eq!(shop.scalar(&format!("SELECT COUNT(*) FROM \"AIRLOCK_R3__{db}\".ANALYTICS_MARTS.CUSTOMERS")), "20");
+
+    shop.airlock(&shop.project, &["rollback"]).assert_code(0);
+    assert_eq!(shop.checksums(), first, "rollback did not restore release 1");
+    assert_eq!(shop.grants(), grants, "rollback changed privileges on prod");
+    shop.assert_views_point_at_prod("database swap, rollback");
+
+    let kinds: BTreeSet<String> = received(db).iter().map(|s| kind(s)).collect();
+    let expected = [
+        "CREATE OR REPLACE DATABASE CLONE",
+        "USE DATABASE",
+        "ALTER DATABASE SWAP WITH",
+        "ALTER DATABASE RENAME TO",
+        "CREATE DATABASE IF NOT EXISTS",
+        "DROP DATABASE IF EXISTS",
+        "SHOW GRANTS ON DATABASE",
+        "GRANT ON DATABASE",
+    ];
+    let missing: Vec<&str> = expected.iter().copied().filter(|k| !kinds.contains(*k)).collect();
+    assert!(missing.is_empty(), "database-swap statement kinds never sent to the emulator: {missing:?}\nsent: {kinds:#?}");
+}
+
+#[test]
+fn a_database_swap_killed_at_every_publish_step_is_recovered() {
+    let shop = Shop::with_audit_database("kill_dbswap");
+    recover_after_every_step(&shop, "swap", || append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n"));
+}
+
+/// A source in prod's own database would be swapped away with the demoted
+/// release: refused before anything is written.
+#[test]
+fn a_database_swap_refuses_a_source_inside_prod() {
+    let shop = Shop::new("dbswap_src");
+    std::fs::write(shop.project.join("airlock.toml"), "[deploy]\naudit_database = \"{database}__audit\"\n").unwrap();
+    let run = shop.deploy("swap");
+    run.assert_code(2);
+    assert!(run.stderr.contains("source 'landing.shipments' lives in the prod database") && run.stderr.contains("database:"), "{}", run.stderr);
+    let wac = Shop::with_audit_database("dbswap_wac");
+    let run = wac.deploy("wac");
+    run.assert_code(2);
+    assert!(run.stderr.contains("strategy 'wac' cannot publish from an audit database"), "{}", run.stderr);
+    assert_eq!(wac.scalar("SELECT COUNT(*) FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME LIKE 'ANALYTICS%'"), "0", "a refused deploy wrote to prod");
 }
 
 #[test]

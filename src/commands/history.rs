@@ -18,7 +18,7 @@ struct HistoryRow {
 
 pub async fn run(cfg: &RunConfig) -> Result<ExitStatus> {
     let wh = cfg.open_warehouse(true)?;
-    let has_ledger = !wh.catalog(&[ledger::schema(wh.dialect())]).await?.is_empty();
+    let has_ledger = ledger::exists(&*wh).await?;
     let all = if has_ledger { ledger::releases(&*wh).await? } else { vec![] };
     let rows: Vec<HistoryRow> = all.iter().rev().map(|r| HistoryRow { release: r.clone(), can_roll_back_to: ledger::restorable(&all, r.id) }).collect();
     let table = rows

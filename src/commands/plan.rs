@@ -139,7 +139,7 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
         warehouse_handle = Some(wh.clone());
         let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
         let prod = Catalog::new(wh.dialect(), wh.catalog(&prod_schemas).await?);
-        let has_ledger = !wh.catalog(&[ledger::schema(wh.dialect())]).await?.is_empty();
+        let has_ledger = ledger::exists(&*wh).await?;
         let id = if has_ledger { ledger::next_id(&*wh).await? } else { 1 };
         (prod, id, wh.describe())
     };
@@ -167,7 +167,7 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
         let grants = match &warehouse_handle {
             Some(wh) => {
                 let locations: Vec<String> = prepared.locations.iter().map(|(p, _)| p.clone()).collect();
-                crate::grants::before_publish(&**wh, &prepared.changes, &locations).await?.0
+                crate::grants::before_publish(&**wh, &prepared.changes, &locations, session.layout.audit_database.as_ref().map(|a| a.prod.as_str())).await?.0
             }
             None => Default::default(),
         };
@@ -274,11 +274,18 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
     };
     sql.extend(p.on_run_end.iter().cloned());
     let atomic = p.strategy.atomic(d);
-    let publish_plan = publish::plan(p.strategy, d, &release, &p.changes, &p.locations, grants)?;
+    let publish_plan = publish::plan(p.strategy, d, &release, &p.changes, &p.locations, session.layout.audit_database.as_ref(), grants)?;
     let grant_sql: Vec<String> = publish_plan.steps.iter().flat_map(|s| s.sql.iter()).filter(|s| s.starts_with("GRANT ")).cloned().collect();
     let mut publish_notes = Vec::new();
     let swaps = publish_plan.steps.iter().filter(|s| s.action == "swap").count();
-    if swaps > 1 {
+    if let Some(db) = session.layout.audit_database.as_ref().filter(|_| swaps == 1) {
+        publish_notes.push(format!(
+            "every schema is published at once by one database swap ({} with {}); the views are then re-created against prod ({} journaled steps)",
+            db.audit,
+            db.prod,
+            publish_plan.steps.len() + 1
+        ));
+    } else if swaps > 1 {
         publish_notes.push(format!(
             "{swaps} schemas are swapped one by one: each swap is atomic, the whole publish is not (journaled; `airlock recover` finishes or undoes it)"
         ));

@@ -91,8 +91,10 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
         let desired = match o.prev_kind.as_deref() {
             Some("table") => {
                 let from = o.backup_name.clone().context("the ledger names no backup for a replaced table")?;
-                let source = d.split_relation(&from).with_context(|| format!("the ledger's backup name {from} is not a relation"))?;
-                Desired::Table { from, source }
+                let (database, schema, name) = d.split_qualified(&from).with_context(|| format!("the ledger's backup name {from} is not a relation"))?;
+                // a backup in another database (a database swap's demoted
+                // one) is not in the session's catalog: its clone says if it is gone
+                Desired::Table { source: database.is_none().then_some((schema, name)), from }
             }
             Some(_) => Desired::ViewDdl { ddl: o.prev_view_ddl.clone().unwrap_or_default() },
             None => Desired::Absent,
@@ -154,8 +156,8 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
     wh.execute(&ledger::insert_statement(d, &release)).await?;
     release.finished_at = Some(ledger::now());
     // privileges on prod are kept and checked as by any publish
-    let (grants, grant_check) = crate::grants::before_publish(&*wh, &changes, &schemas).await?;
-    let mut plan = publish::plan(&strategy, d, &release, &changes, &[], &grants)?;
+    let (grants, grant_check) = crate::grants::before_publish(&*wh, &changes, &schemas, cfg.audit_database.as_ref().map(|a| a.prod.as_str())).await?;
+    let mut plan = publish::plan(&strategy, d, &release, &changes, &[], None, &grants)?;
     plan.grant_check = grant_check;
     if let Err(e) = ledger::journal::publish(&*wh, &mut release, &plan, cfg.publish_concurrency).await {
         if release.status == "running" {

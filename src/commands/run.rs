@@ -134,7 +134,10 @@ async fn pipeline(
     let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
     let prod = Catalog::new(wh.dialect(), wh.catalog(&prod_schemas).await?);
     let prepared = prepare(session, strategy, &prod)?;
-    let audit_schemas: Vec<String> = prepared.locations.iter().map(|(_, a)| a.clone()).collect();
+    let audit_schemas: Vec<String> = match session.layout.audit_db() {
+        Some(db) => vec![db.to_string()],
+        None => prepared.locations.iter().map(|(_, a)| a.clone()).collect(),
+    };
     // a clean audit location (staged from prod where the strategy says so):
     // nothing from an earlier run may leak into this gate
     wh.execute_atomic(&prepared.prep).await.context("preparing the audit location")?;
@@ -234,14 +237,13 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
     let strategy = prepared.strategy;
     let dialect = session.layout.dialect;
     let changes = &prepared.changes;
-    let audit_schemas: Vec<String> = prepared.locations.iter().map(|(_, a)| a.clone()).collect();
     r.finished_at = Some(ledger::now());
     r.backup_schema = Some(publish::backup_schema(dialect, r.id));
     r.published = changes.len() as i64;
     // privileges on prod, carried over by every step and compared at the end
     let prod_locations: Vec<String> = prepared.locations.iter().map(|(p, _)| p.clone()).collect();
-    let (grants, grant_check) = crate::grants::before_publish(&**wh, changes, &prod_locations).await?;
-    let mut plan = publish::plan(strategy, dialect, r, changes, &prepared.locations, &grants)?;
+    let (grants, grant_check) = crate::grants::before_publish(&**wh, changes, &prod_locations, session.layout.audit_database.as_ref().map(|a| a.prod.as_str())).await?;
+    let mut plan = publish::plan(strategy, dialect, r, changes, &prepared.locations, session.layout.audit_database.as_ref(), &grants)?;
     plan.grant_check = grant_check;
     if let Err(e) = ledger::journal::publish(&**wh, r, &plan, cfg.publish_concurrency).await {
         if r.status != "publishing" {
@@ -276,7 +278,7 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
     }
 
     // the audit copies are spent; prod and the backups hold everything
-    let drops: Vec<String> = audit_schemas.iter().map(|s| format!("DROP SCHEMA IF EXISTS {} CASCADE", dialect.quote(s))).collect();
+    let drops = session.layout.drop_audit(&prod_locations);
     let keep = cfg.keep(strategy);
     let cleanup = async {
         if crate::failpoint::is_set(&crate::failpoint::Point::CleanupError) {

@@ -22,6 +22,74 @@ pub fn schema(dialect: Dialect) -> String {
     dialect.fold("airlock")
 }
 
+/// Where the ledger (and the deploy lock beside it) lives when that is not
+/// the prod database: a database swap exchanges whole databases, so a ledger
+/// inside prod would be swapped away with the demoted release. Fixed once per
+/// process, from the configuration, before any ledger statement is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    /// the ledger's own database
+    pub database: String,
+    /// the database sessions work in (prod): creating a database makes it
+    /// the session's current one, so the session is moved back
+    pub prod_database: String,
+}
+
+static HOME: std::sync::OnceLock<Home> = std::sync::OnceLock::new();
+
+/// Put the ledger in its own database (see [`Home`]). A second, different
+/// home in one process is a bug.
+pub fn set_home(home: Home) -> Result<()> {
+    let now = HOME.get_or_init(|| home.clone());
+    anyhow::ensure!(*now == home, "the ledger already lives in database {}", now.database);
+    Ok(())
+}
+
+/// The ledger's own database, when it is not the session's.
+pub fn home() -> Option<&'static Home> {
+    HOME.get()
+}
+
+/// The ledger's schema, quoted and qualified by its database where it has one.
+pub fn schema_ref(d: Dialect) -> String {
+    match home() {
+        Some(h) => format!("{}.{}", d.quote(&h.database), d.quote(&schema(d))),
+        None => d.quote(&schema(d)),
+    }
+}
+
+/// Statements that make the ledger's schema (and database), run in one
+/// session. Creating a database or a schema makes it the session's current
+/// one, so the session is moved back to prod last.
+pub fn create_schema_statements(d: Dialect) -> Vec<String> {
+    match home() {
+        Some(h) => vec![
+            format!("CREATE DATABASE IF NOT EXISTS {}", d.quote(&h.database)),
+            format!("CREATE SCHEMA IF NOT EXISTS {}", schema_ref(d)),
+            format!("USE DATABASE {}", d.quote(&h.prod_database)),
+        ],
+        None => vec![format!("CREATE SCHEMA IF NOT EXISTS {}", schema_ref(d))],
+    }
+}
+
+/// Whether the ledger has been created (read-only commands show nothing
+/// before the first deploy).
+pub async fn exists(wh: &dyn Warehouse) -> Result<bool> {
+    let d = wh.dialect();
+    let Some(h) = home() else {
+        return Ok(!wh.catalog(&[schema(d)]).await?.is_empty());
+    };
+    let sql = format!("SELECT COUNT(*) FROM {}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = {}", d.quote(&h.database), d.literal(&schema(d)));
+    match wh.query(&sql).await {
+        Ok(rows) => Ok(rows.rows.first().and_then(|r| r.first()).cloned().flatten().is_some_and(|n| n != "0")),
+        // no ledger database yet: nothing was ever deployed this way
+        Err(e) => {
+            tracing::debug!("no ledger in database {}: {e:#}", h.database);
+            Ok(false)
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Release {
     pub id: i64,
@@ -82,7 +150,7 @@ pub fn table(dialect: Dialect, table: &str) -> String {
 }
 
 fn t(dialect: Dialect, table: &str) -> String {
-    dialect.relation(&schema(dialect), &dialect.fold(table))
+    dialect.qualified(home().map(|h| h.database.as_str()), &schema(dialect), &dialect.fold(table))
 }
 
 pub fn now() -> String {
@@ -95,8 +163,8 @@ pub async fn ensure(wh: &dyn Warehouse) -> Result<()> {
         Dialect::BigQuery => ("STRING", ""),
         _ => ("VARCHAR", " PRIMARY KEY"),
     };
-    let stmts = vec![
-        format!("CREATE SCHEMA IF NOT EXISTS {}", d.quote(&schema(d))),
+    let mut stmts = create_schema_statements(d);
+    stmts.extend([
         format!(
             "CREATE TABLE IF NOT EXISTS {} (id BIGINT{key}, project {text}, target {text}, strategy {text}, selection {text}, \
              started_at TIMESTAMP, finished_at TIMESTAMP, status {text}, built BIGINT, tests BIGINT, failed BIGINT, warned BIGINT, \
@@ -115,7 +183,7 @@ pub async fn ensure(wh: &dyn Warehouse) -> Result<()> {
             "CREATE TABLE IF NOT EXISTS {} (release_id BIGINT, step BIGINT, object {text}, action {text}, step_json {text}, state {text}, done_ms BIGINT)",
             t(d, "journal")
         ),
-    ];
+    ]);
     wh.execute_script(&stmts).await.context("creating the airlock ledger")
 }
 
@@ -336,19 +404,23 @@ pub async fn cleanup(wh: &dyn Warehouse, keep: usize) -> Result<Vec<i64>> {
         let schema = r.backup_schema.as_deref().expect("filtered");
         // where the backups are: the release's schema, and the demoted
         // locations of a location-level publish (`<backup>__<prod schema>`)
-        let mut schemas: BTreeSet<String> = objects
-            .iter()
-            .filter(|o| o.release_id == r.id)
-            .filter_map(|o| o.backup_name.as_deref().and_then(|b| d.split_relation(b)).map(|(s, _)| s))
-            .collect();
-        schemas.insert(schema.to_string());
+        // (or the demoted database of a database swap)
+        let mut locations: BTreeSet<String> = BTreeSet::new();
+        for b in objects.iter().filter(|o| o.release_id == r.id).filter_map(|o| o.backup_name.as_deref()) {
+            match d.split_qualified(b) {
+                Some((Some(db), _, _)) => locations.insert(format!("DROP DATABASE IF EXISTS {}", d.quote(&db))),
+                Some((None, s, _)) => locations.insert(format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(&s))),
+                None => false,
+            };
+        }
+        locations.insert(format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(schema)));
         // the ledger first: a ledger that still names a dropped backup would
         // promise a rollback it cannot make
         wh.execute(&format!("UPDATE {} SET backup_schema = NULL WHERE id = {}", t(d, "releases"), r.id))
             .await
             .with_context(|| format!("dropping backups of release {}", r.id))?;
-        for s in &schemas {
-            wh.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(s))).await.with_context(|| format!("dropping backups of release {}", r.id))?;
+        for drop in &locations {
+            wh.execute(drop).await.with_context(|| format!("dropping backups of release {}", r.id))?;
         }
         dropped.push(r.id);
     }

@@ -157,13 +157,19 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
             refusals.add(&rel, "function / UDF (functions:)");
         }
         for src in props.sources {
+            // Snowflake reads a source in another database by its three-part
+            // name; elsewhere that is not built yet
+            let mut source_database = None;
             if let Some(db) = src.database.as_deref() {
                 let db = match values.string(db, &rel)? {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
                 let target_db = target.get("database").and_then(Value::as_str).unwrap_or_default();
-                if !db.eq_ignore_ascii_case(target_db) {
+                if db.eq_ignore_ascii_case(target_db) {
+                } else if target.get("type").and_then(Value::as_str) == Some("snowflake") {
+                    source_database = Some(db);
+                } else {
                     refusals.add(&rel, format!("source '{}' in database '{db}' (another database than the target's)", src.name));
                 }
             }
@@ -216,7 +222,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                         materialization: Materialization::View,
                         attached_to: None,
                         test: None,
-                        source_relation: Some((schema, identifier)),
+                        source_relation: Some((source_database.clone(), schema, identifier)),
                         seed_file: None,
                     },
                 );

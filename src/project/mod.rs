@@ -139,8 +139,9 @@ pub struct Node {
     /// tests: the node the test is declared on (its failure skips that node's descendants)
     pub attached_to: Option<NodeId>,
     pub test: Option<TestKind>,
-    /// sources: schema and table as declared
-    pub source_relation: Option<(String, String)>,
+    /// sources: database (when another than the target's), schema and table
+    /// as declared
+    pub source_relation: Option<(Option<String>, String, String)>,
     /// seeds: absolute path of the CSV
     pub seed_file: Option<PathBuf>,
 }

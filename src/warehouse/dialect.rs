@@ -65,6 +65,15 @@ impl Dialect {
         format!("{}.{}", self.quote(schema), self.quote(name))
     }
 
+    /// `database.schema.name` (Snowflake's names in another database), or
+    /// `schema.name` without a database; each part quoted.
+    pub fn qualified(self, database: Option<&str>, schema: &str, name: &str) -> String {
+        match database {
+            Some(db) => format!("{}.{}", self.quote(db), self.relation(schema, name)),
+            None => self.relation(schema, name),
+        }
+    }
+
     /// A scalar query over `relation`: its row count and an order-independent
     /// checksum of its content, as `count:checksum`.
     pub fn checksum_sql(self, relation: &str) -> String {
@@ -77,6 +86,15 @@ impl Dialect {
 
     /// `schema.name` as [`Dialect::relation`] writes it, back into its parts.
     pub fn split_relation(self, rendered: &str) -> Option<(String, String)> {
+        match self.split_qualified(rendered)? {
+            (None, schema, name) => Some((schema, name)),
+            _ => None,
+        }
+    }
+
+    /// `[database.]schema.name` as [`Dialect::qualified`] writes it, back into
+    /// its parts.
+    pub fn split_qualified(self, rendered: &str) -> Option<(Option<String>, String, String)> {
         let q = match self {
             Dialect::DuckDb | Dialect::Snowflake => '"',
             Dialect::BigQuery => '`',
@@ -106,9 +124,9 @@ impl Dialect {
                 Some(_) => return None,
             }
         }
-        match <[String; 2]>::try_from(parts) {
-            Ok([a, b]) => Some((a, b)),
-            Err(_) => None,
+        match <[String; 3]>::try_from(parts) {
+            Ok([db, schema, name]) => Some((Some(db), schema, name)),
+            Err(parts) => <[String; 2]>::try_from(parts).ok().map(|[schema, name]| (None, schema, name)),
         }
     }
 
@@ -142,6 +160,9 @@ mod tests {
             assert_eq!(d.split_relation(&d.relation("a\"b`c", "x.y")), Some(("a\"b`c".to_string(), "x.y".to_string())));
         }
         assert_eq!(Dialect::DuckDb.split_relation("main.orders"), None);
+        let d = Dialect::Snowflake;
+        assert_eq!(d.split_qualified(&d.qualified(Some("DB\"1"), "S", "T")), Some((Some("DB\"1".into()), "S".into(), "T".into())));
+        assert_eq!(d.split_relation(&d.qualified(Some("DB"), "S", "T")), None, "a name in another database is not a schema.name");
     }
 
     #[test]

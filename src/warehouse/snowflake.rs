@@ -280,8 +280,9 @@ impl Snowflake {
         }
     }
 
+    /// Beside the ledger (in its own database when it has one).
     fn lock_relation() -> String {
-        D.relation(LOCK_SCHEMA, LOCK_TABLE)
+        crate::ledger::table(D, LOCK_TABLE)
     }
 
     /// The lock row as stored, or None when there is no lock table.
@@ -291,9 +292,10 @@ impl Snowflake {
             Ok(rows) => Ok(Some(rows.rows.into_iter().next().and_then(|r| r.into_iter().next().flatten()).unwrap_or_default())),
             // the usual reason is that nobody holds the lock: confirm it
             Err(e) => {
-                let exists = statement(
-                    "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_CATALOG = CURRENT_DATABASE() AND TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                )
+                let exists = statement(match crate::ledger::home() {
+                    Some(h) => format!("SELECT COUNT(*) FROM {}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?", D.quote(&h.database)),
+                    None => "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_CATALOG = CURRENT_DATABASE() AND TABLE_SCHEMA = ? AND TABLE_NAME = ?".into(),
+                })
                 .bind(LOCK_SCHEMA)
                 .bind(LOCK_TABLE);
                 let rows = self.query_statement(&exists).await?;
@@ -659,7 +661,7 @@ impl Warehouse for Snowflake {
 
     async fn load_seed(&self, seed: &SeedLoad) -> Result<Option<u64>> {
         let (header, rows) = read_csv(&seed.file)?;
-        D.split_relation(&seed.target).ok_or_else(|| anyhow!("seed target {} is not a quoted schema.name", seed.target))?;
+        D.split_qualified(&seed.target).ok_or_else(|| anyhow!("seed target {} is not a quoted [database.]schema.name", seed.target))?;
         let columns: Vec<String> = header.iter().map(|h| D.quote(&D.fold(h))).collect();
         let definitions = header
             .iter()
@@ -737,7 +739,7 @@ impl Warehouse for Snowflake {
         }
         let json = serde_json::to_string(info).map_err(|e| LockError::Other(e.into()))?;
         let mut held = self.held.lock().await;
-        self.execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", D.quote(LOCK_SCHEMA))).await?;
+        self.execute_script(&crate::ledger::create_schema_statements(D)).await?;
         // the cast: a literal's type is VARCHAR of its length, too short for the next heartbeat
         let create = format!("CREATE TABLE {} AS SELECT CAST({} AS VARCHAR) AS {}", Self::lock_relation(), D.literal(&json), D.quote("INFO"));
         for _ in 0..5 {

@@ -305,6 +305,26 @@ def test_database_swap_exchanges_contents_and_grants(connect: Connect, db: tuple
     assert sql.all(f"select table_catalog, table_name from {first}.information_schema.tables") == [(first, "T")]
 
 
+def test_database_rename_keeps_contents_and_grants(connect: Connect, db: tuple[str, Sql]) -> None:
+    """ALTER DATABASE a RENAME TO b: the database keeps its schemas, objects and the
+    privileges granted on it and on them; the old name is gone, and renaming onto an
+    existing database fails with "Object 'B' already exists."."""
+    first, sql = db
+    second = first + "_RENAMED"
+    sql.run("create table s.t (x int)", "insert into s.t values (7)", f"grant usage on database {first} to role r1")
+    sql.run("grant select on table s.t to role r1")
+    # renamed from a session working in another database (as airlock does)
+    other = Sql(connect(database=first + "_OTHER", schema="S"))
+    other.run(f"alter database {first} rename to {second}")
+    assert other.all(f"select x from {second}.s.t") == [(7,)]
+    assert first not in {r[1] for r in other.all("show databases")}
+    assert other.grants_on("DATABASE", second) == {("OWNERSHIP", "SYSADMIN"), ("USAGE", "R1")}
+    assert other.grants_on("TABLE", f"{second}.s.t") == {("OWNERSHIP", "SYSADMIN"), ("SELECT", "R1")}
+    assert other.all(f"select table_catalog, table_name from {second}.information_schema.tables") == [(second, "T")]
+    err = other.error(f"alter database {second} rename to {first}_OTHER")
+    assert f"Object '{first}_OTHER' already exists." in err.msg
+
+
 def test_schema_clone_copies_tables_and_views_but_not_container_grants(db: tuple[str, Sql]) -> None:
     """CREATE SCHEMA c CLONE a: c holds copies of a's tables and views. A view keeps
     its definition text, so its unqualified names now resolve inside c while

@@ -1,4 +1,4 @@
-"""Emulated DDL that fakesnow lacks: SWAP WITH, schema RENAME, CLONE, DROP DATABASE.
+"""Emulated DDL that fakesnow lacks: SWAP WITH, schema and database RENAME, CLONE, DROP DATABASE.
 
 Each handler's docstring states the Snowflake behaviour it implements.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from .catalog import Catalog, Relation, q, remove_database_files, swap_files, transaction
 from .context import Context, PassThrough, Result, status
@@ -104,6 +105,10 @@ def alter_database(ctx: Context, p: Parser) -> Result:
     p.expect("ALTER", "DATABASE")
     if_exists = p.accept("IF", "EXISTS")
     first = p.name(1)
+    if p.accept("RENAME", "TO"):
+        second = p.name(1)
+        p.end()
+        return rename_database(ctx, first, second, if_exists)
     if not p.accept("SWAP", "WITH"):
         raise PassThrough
     second = p.name(1)
@@ -134,6 +139,35 @@ def alter_database(ctx: Context, p: Parser) -> Result:
     cat.refresh_fakesnow_objects(b)
     cat.ext_rename_database({a: b, b: a})
     ctx.grants.swapped((a,), (b,))
+    return status()
+
+
+def rename_database(ctx: Context, first: tuple[str, ...], second: tuple[str, ...], if_exists: bool) -> Result:
+    """ALTER DATABASE a RENAME TO b: the database keeps its schemas, objects and
+    every privilege granted on it and on them; renaming to a name that exists
+    fails with "Object 'B' already exists."."""
+    a, b = ctx.database_name(first), ctx.database_name(second)
+    ctx.commit_open_transaction()
+    cat = Catalog(ctx.cursor())
+    path = cat.database_path(a)
+    if path is None:
+        if if_exists:
+            return status()
+        raise SnowflakeError.does_not_exist("Database", display_name(first))
+    if cat.database_exists(b):
+        raise SnowflakeError.already_exists(display_name(second))
+    if path == ":memory:":
+        raise SnowflakeError.unsupported("ALTER DATABASE ... RENAME TO for in-memory databases")
+    # one DuckDB file per database, named after it: move the file and re-attach
+    new_path = str(Path(path).with_name(f"{b}.db"))
+    cat.detach(a)
+    for suffix in ("", ".wal"):
+        if Path(path + suffix).exists():
+            Path(path + suffix).rename(new_path + suffix)
+    cat.attach(new_path, b)
+    cat.refresh_fakesnow_objects(b)
+    cat.ext_rename_database({a: b})
+    ctx.grants.renamed((a,), (b,))
     return status()
 
 
