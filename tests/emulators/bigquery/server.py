@@ -257,7 +257,11 @@ class BigQueryFidelity:
         limit = query_config.get("maximumBytesBilled")
         processed = None
         if dry_run or limit:
-            processed, billed = await self.estimate_bytes(scope, project, sql)
+            processed, billed, missing = await self.estimate_bytes(scope, project, sql)
+            if dry_run and missing:
+                # BigQuery validates every table a dry run reads; bqemulator skips that for DDL
+                p, d, t = missing[0]
+                return error_reply(404, "notFound", f"Not found: Table {p}:{d}.{t} was not found in location US")
             if limit and not dry_run and billed > int(limit):
                 refused = error_reply(400, "bytesBilledLimitExceeded",
                                       f"Query exceeded limit for bytes billed: {int(limit)}. {billed} or higher required.")
@@ -358,28 +362,34 @@ class BigQueryFidelity:
                 await self.subrequest(scope, "DELETE", table_path(project, dataset, table))
                 del self.expirations[(dataset, table)]
 
-    async def estimate_bytes(self, scope: dict, project: str, sql: str) -> tuple[int, int]:
-        """(bytes processed, bytes billed) of a query, BigQuery's way but coarser:
+    async def estimate_bytes(self, scope: dict, project: str, sql: str) -> tuple[int, int, list]:
+        """(bytes processed, bytes billed, tables not found) of a query, BigQuery's way but coarser:
         every column of each table it reads counts (BigQuery counts only the
         columns referenced), views count as the tables they read, a clone,
-        a snapshot, DDL without a query and INSERT ... VALUES read nothing.
+        a snapshot, CREATE VIEW, DDL without a query and INSERT ... VALUES read nothing.
         Billed: each table at least 10 MB, plus 10 MB when the query reads
         INFORMATION_SCHEMA, rounded up to the MB."""
         tables, info_schema = referenced_tables(sql, project)
-        processed, billed = 0, MIN_BILLED if info_schema else 0
+        processed, billed, missing = 0, MIN_BILLED if info_schema else 0, []
         for ref in tables:
             size = await self.table_bytes(scope, *ref, depth=0)
+            if size is None:
+                missing.append(ref)
+                continue
             processed += size
             billed += max(size, MIN_BILLED)
-        return processed, -(-billed // MB) * MB
+        return processed, -(-billed // MB) * MB, missing
 
-    async def table_bytes(self, scope: dict, project: str, dataset: str, table: str, depth: int) -> int:
+    async def table_bytes(self, scope: dict, project: str, dataset: str, table: str, depth: int) -> int | None:
+        """A table's logical bytes (a view's: of the tables it reads); None when it does not exist."""
         meta = await self.get_table(scope, project, dataset, table)
-        if not meta or depth > 8:
+        if not meta:
+            return None
+        if depth > 8:
             return 0
         if meta.get("type") in ("VIEW", "MATERIALIZED_VIEW"):
             tables, _ = referenced_tables(meta.get("view", {}).get("query", ""), project)
-            return sum([await self.table_bytes(scope, *ref, depth=depth + 1) for ref in tables])
+            return sum([await self.table_bytes(scope, *ref, depth=depth + 1) or 0 for ref in tables])
         fields = meta.get("schema", {}).get("fields", [])
         data = (await self.subrequest(scope, "GET", table_path(project, dataset, table) + "/data",
                                       query_string=b"maxResults=1000000")).json()
@@ -572,6 +582,8 @@ def referenced_tables(sql: str, project: str) -> tuple[list[tuple[str, str, str]
     for st in statements:
         if st is None:
             continue
+        if isinstance(st, exp.Create) and str(st.args.get("kind", "")).upper() == "VIEW":
+            continue  # a view is stored, not run
         written = set()
         if isinstance(st, (exp.Create, exp.Insert)):
             target = st.this.this if isinstance(st.this, exp.Schema) else st.this
@@ -582,7 +594,8 @@ def referenced_tables(sql: str, project: str) -> tuple[list[tuple[str, str, str]
             parts = [p.name for p in t.parts]
             if id(t) in written or (len(parts) == 1 and parts[0].lower() in ctes):
                 continue
-            if any(p.upper() == "INFORMATION_SCHEMA" for p in parts):
+            # sqlglot reads `ds`.INFORMATION_SCHEMA.TABLES as two parts: ds, "INFORMATION_SCHEMA.TABLES"
+            if any("INFORMATION_SCHEMA" in p.upper() for p in parts):
                 info_schema = True
                 continue
             if len(parts) == 2:

@@ -377,7 +377,8 @@ def test_a_rolled_back_transaction_changes_nothing(client, ds):
 def test_a_dry_run_validates_without_running(client, api, ds):
     """dryRun: the query is validated and its schema and byte estimate
     returned, but it does not run (a dry-run CREATE creates nothing); an
-    invalid query answers its error. The estimate (an emulation) is the
+    invalid query, or one reading a table that does not exist, answers its
+    error (a CREATE ... AS SELECT too). The estimate (an emulation) is the
     logical size of the tables read: INT64 8 bytes, STRING 2 + its length
     (BigQuery's data size rules), every column counted."""
     client.query_and_wait(f"CREATE TABLE {ds}.t AS SELECT 1 AS id, 'x' AS name")
@@ -389,14 +390,18 @@ def test_a_dry_run_validates_without_running(client, api, ds):
     assert jobs_query(api, f"CREATE TABLE {ds}.new AS SELECT 1 AS id", dryRun=True).status_code == 200
     assert requests.get(f"{api}/datasets/{ds}/tables/new", timeout=30).status_code == 404
     assert_bigquery_error(jobs_query(api, f"SELECT * FROM {ds}.missing", dryRun=True), 404, "notFound")
+    # a statement that creates from a missing table too (bqemulator alone says 200)
+    missing = assert_bigquery_error(jobs_query(api, f"CREATE TABLE {ds}.new AS SELECT * FROM {ds}.missing", dryRun=True),
+                                    404, "notFound")
+    assert missing["message"].startswith(f"Not found: Table {client.project}:{ds}.missing")
     job = client.query(f"SELECT id FROM {ds}.t", job_config=bigquery.QueryJobConfig(dry_run=True))
     assert job.total_bytes_processed == 11
 
 
 def test_dry_run_bytes_follow_the_tables_a_statement_reads(client, api, ds):
     """Bytes processed grow with the data read: a view counts as the tables it
-    reads, a CREATE ... AS SELECT as its SELECT; a clone, a snapshot and
-    INSERT ... VALUES read nothing (BigQuery: clones and snapshots are free to
+    reads, a CREATE ... AS SELECT as its SELECT; a clone, a snapshot, a
+    CREATE VIEW and INSERT ... VALUES read nothing (BigQuery: clones and snapshots are free to
     create; DML bills the tables it reads)."""
     client.query_and_wait(f"CREATE TABLE {ds}.t AS SELECT n AS id FROM UNNEST(GENERATE_ARRAY(1, 100)) AS n")
     client.query_and_wait(f"CREATE VIEW {ds}.v AS SELECT id FROM {ds}.t")
@@ -412,6 +417,7 @@ def test_dry_run_bytes_follow_the_tables_a_statement_reads(client, api, ds):
     assert dry(f"CREATE OR REPLACE TABLE {ds}.u AS SELECT a.id FROM {ds}.t a JOIN {ds}.v b USING (id)") == 1600
     assert dry(f"CREATE OR REPLACE TABLE {ds}.u CLONE {ds}.t") == 0
     assert dry(f"INSERT INTO {ds}.t (id) VALUES (1)") == 0
+    assert dry(f"CREATE OR REPLACE VIEW {ds}.w AS SELECT id FROM {ds}.t") == 0
 
 
 def test_maximum_bytes_billed_fails_a_query_that_would_bill_more(client, api, ds):
