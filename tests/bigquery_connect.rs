@@ -245,16 +245,23 @@ fn a_missing_source_dataset_blocks_the_deploy_naming_it() {
     let project = s.copy_fixture("shop");
     profile.write(&project);
     let run = s.airlock(&project, &["deploy", "--strategy", "wac"]);
-    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let all = format!("{}\n{}", run.stdout, run.stderr);
-    assert!(all.contains("landing"), "{all}");
-    assert!(!all.contains("panicked"), "{all}");
-    // prod was not written
-    let prod = bq::query("SELECT schema_name FROM INFORMATION_SCHEMA.SCHEMATA WHERE schema_name IN ('analytics', 'analytics_marts')");
-    for ds in prod {
-        let tables = bq::query(&format!("SELECT table_name FROM `{}`.INFORMATION_SCHEMA.TABLES", ds[0]));
-        assert!(tables.is_empty(), "prod dataset {} was written: {tables:?}", ds[0]);
-    }
+    run.assert_code(2);
+    // the source, its dataset and the project, before anything was written
+    assert!(
+        run.stderr.contains("source 'landing.shipments'") && run.stderr.contains("reads dataset 'landing', which does not exist in BigQuery project 'airlock-emulator'"),
+        "{}",
+        run.stderr
+    );
+    // nothing at all was written: no prod, no audit, no lock, no ledger
+    assert!(bq::query("SELECT schema_name FROM INFORMATION_SCHEMA.SCHEMATA").is_empty());
+
+    // the dataset exists but not the table: named too
+    bq::sql(&["CREATE SCHEMA `landing`", "CREATE TABLE `landing`.`other` (id INT64)"]);
+    let run = s.airlock(&project, &["deploy", "--strategy", "wac"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("source 'landing.shipments'") && run.stderr.contains("reads table 'landing.shipments', which does not exist"), "{}", run.stderr);
+    let datasets = bq::query("SELECT schema_name FROM INFORMATION_SCHEMA.SCHEMATA");
+    assert_eq!(datasets, [["landing"]], "a deploy stopped by a missing source wrote to BigQuery");
 }
 
 #[test]

@@ -167,6 +167,16 @@ pub fn jobs() -> Vec<(String, String)> {
     call(serde_json::json!({ "jobs": true }).to_string(), "jobs.list").remove(0).into_iter().map(|r| (r[0].clone(), r[1].clone())).collect()
 }
 
+/// Each table of `dataset` with its expiration (seconds since the epoch), as
+/// tables.get reports it; None for a table that never expires.
+pub fn expirations(dataset: &str) -> Vec<(String, Option<f64>)> {
+    call(serde_json::json!({ "expires": dataset }).to_string(), "tables.get")
+        .remove(0)
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().ok()))
+        .collect()
+}
+
 /// The rows of one query.
 pub fn query(statement: &str) -> Vec<Vec<String>> {
     sql(&[statement]).remove(0)
@@ -197,6 +207,13 @@ for line in sys.stdin:
     try:
         if req.get("jobs"):
             out = [[j.job_id, getattr(j, "query", None) or ""] for j in client.list_jobs(all_users=True)]
+            print(json.dumps({"rows": [out]}), flush=True)
+            continue
+        if req.get("expires"):
+            out = []
+            for t in client.list_tables(req["expires"]):
+                expires = client.get_table(t).expires
+                out.append([t.table_id, "NULL" if expires is None else str(expires.timestamp())])
             print(json.dumps({"rows": [out]}), flush=True)
             continue
         if req.get("reset"):
