@@ -177,6 +177,13 @@ pub fn expirations(dataset: &str) -> Vec<(String, Option<f64>)> {
         .collect()
 }
 
+/// The emulator's test hooks: `in_flight` (slow jobs waiting), `cancelled`
+/// (job ids jobs.cancel named), `flaked` (markers failed once).
+pub fn hooks() -> serde_json::Value {
+    let rows = call(serde_json::json!({ "hooks": true }).to_string(), "hooks");
+    serde_json::from_str(&rows[0][0][0]).expect("hooks are JSON")
+}
+
 /// The rows of one query.
 pub fn query(statement: &str) -> Vec<Vec<String>> {
     sql(&[statement]).remove(0)
@@ -208,6 +215,11 @@ for line in sys.stdin:
         if req.get("jobs"):
             out = [[j.job_id, getattr(j, "query", None) or ""] for j in client.list_jobs(all_users=True)]
             print(json.dumps({"rows": [out]}), flush=True)
+            continue
+        if req.get("hooks"):
+            import urllib.request
+            with urllib.request.urlopen(endpoint + "/airlock-emulator/hooks", timeout=30) as r:
+                print(json.dumps({"rows": [[[r.read().decode()]]]}), flush=True)
             continue
         if req.get("expires"):
             out = []

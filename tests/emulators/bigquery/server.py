@@ -17,7 +17,15 @@ Test hooks (not BigQuery behaviour, just a way to provoke it):
     accessDenied;
   * the emulator owns exactly one project (--project); any other project
     in a request path is answered 404 notFound, as BigQuery answers a
-    project that does not exist.
+    project that does not exist;
+  * a jobs.insert / jobs.query whose body holds `airlock_flaky_503_<id>`
+    (or `_429_`) is answered HTTP 503 backendError (429 rateLimitExceeded)
+    the first time that exact marker is seen, and runs normally after;
+  * one whose body holds `airlock_slow_<n>ms` waits n ms before it runs
+    (a job in flight, to cancel); jobs.cancel of such a job ends it with
+    reason `stopped`;
+  * GET /airlock-emulator/hooks answers {"in_flight": [job ids waiting],
+    "cancelled": [job ids jobs.cancel named], "flaked": [markers failed]}.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ REASON_TO_HTTP = {
     "internalError": 500, "backendError": 503, "notImplemented": 501,
 }
 HTTP_TO_STATUS = {
-    400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
+    400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL", 501: "NOT_IMPLEMENTED", 503: "UNAVAILABLE",
 }
 
@@ -73,6 +81,12 @@ REPLACE_CLONE = re.compile(
     re.IGNORECASE,
 )
 DENIED_NAME = re.compile(rf"\b{DENIED_PREFIX}\w*", re.IGNORECASE)
+FLAKY = re.compile(r"airlock_flaky_(?P<code>503|429)_\w+")
+SLOW = re.compile(r"airlock_slow_(?P<ms>\d+)ms")
+CANCEL_PATH = re.compile(r"^/jobs/([^/]+)/cancel$")
+# `ds`.INFORMATION_SCHEMA.X / ds.INFORMATION_SCHEMA.X: a dataset-qualified view
+DATASET_INFO_SCHEMA = re.compile(r"(?:`(?P<q>[^`]+)`|(?P<b>\b[A-Za-z_][\w-]*))\s*\.\s*`?INFORMATION_SCHEMA\b", re.IGNORECASE)
+HOOKS_PATH = "/airlock-emulator/hooks"
 # CREATE SNAPSHOT TABLE dest CLONE src OPTIONS(expiration_timestamp = expr)
 SNAPSHOT_OPTIONS = re.compile(
     rf"^\s*(?P<head>CREATE\s+SNAPSHOT\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<dest>{_NAME})\s+CLONE\s+{_NAME})"
@@ -159,8 +173,15 @@ class BigQueryFidelity:
         self.denied_jobs: dict[str, dict[str, Any]] = {}
         # (dataset, table) -> expirationTime in ms since the epoch, from OPTIONS(expiration_timestamp)
         self.expirations: dict[tuple[str, str], int] = {}
+        # test hooks: markers already failed once, slow jobs waiting, jobs.cancel calls
+        self.flaked: list[str] = []
+        self.in_flight: dict[str, asyncio.Event] = {}
+        self.cancelled: list[str] = []
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope.get("path") == HOOKS_PATH:
+            return await self.respond(send, Reply(200, {"in_flight": sorted(self.in_flight),
+                                                        "cancelled": self.cancelled, "flaked": self.flaked}))
         match = PROJECT_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None:
             return await self.app(scope, receive, send)
@@ -179,8 +200,23 @@ class BigQueryFidelity:
             return denied
         if upload:
             return None
+        if method == "POST" and (m := CANCEL_PATH.match(rest)) is not None:
+            job_id = unquote(m.group(1))
+            self.cancelled.append(job_id)
+            if job_id in self.in_flight:  # bqemulator has not seen it yet: BigQuery's answer
+                self.in_flight[job_id].set()
+                return Reply(200, {"kind": "bigquery#jobCancelResponse", "job": {
+                    "jobReference": {"projectId": project, "jobId": job_id, "location": "US"},
+                    "status": {"state": "RUNNING"}}})
+            return None
         if method == "POST" and rest in ("/queries", "/jobs", "/datasets"):
             raw = await read_body(scope, receive)
+            if rest != "/datasets" and (flaky := FLAKY.search(raw.decode(errors="replace"))) is not None \
+                    and flaky.group(0) not in self.flaked:
+                self.flaked.append(flaky.group(0))
+                if flaky["code"] == "429":
+                    return error_reply(429, "rateLimitExceeded", "Exceeded rate limits: too many api requests per user per method for this user_method.")
+                return error_reply(503, "backendError", "Backend error. Job aborted.")
             try:
                 body = json.loads(raw or b"{}")
             except ValueError:
@@ -252,6 +288,17 @@ class BigQueryFidelity:
                else body.get("query")) or ""
         if (denied := self.denied_job(project, body, sql)) is not None:
             return self.fail_inserted_job(project, body, denied) if is_insert else denied
+        if (slow := SLOW.search(sql)) is not None:
+            job_id = body.get("jobReference", {}).get("jobId") or f"slow_{len(self.cancelled)}_{time.time()}"
+            cancel = self.in_flight.setdefault(job_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(cancel.wait(), timeout=int(slow["ms"]) / 1000)
+                stopped = error_reply(400, "stopped", "Job execution was cancelled: User requested cancellation")
+                return self.fail_inserted_job(project, body, stopped) if is_insert else stopped
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.in_flight.pop(job_id, None)
         dry_run = body.get("dryRun") or body.get("configuration", {}).get("dryRun")
         query_config = body.get("configuration", {}).get("query", {}) if is_insert else body
         limit = query_config.get("maximumBytesBilled")
@@ -266,6 +313,8 @@ class BigQueryFidelity:
                 refused = error_reply(400, "bytesBilledLimitExceeded",
                                       f"Query exceeded limit for bytes billed: {int(limit)}. {billed} or higher required.")
                 return self.fail_inserted_job(project, body, refused) if is_insert else refused
+        if (missing := await self.missing_info_schema_dataset(scope, project, sql)) is not None:
+            return self.fail_inserted_job(project, body, missing) if is_insert else missing
         if (refused := await self.refuse_partitioning_change(scope, project, sql)) is not None:
             return self.fail_inserted_job(project, body, refused) if is_insert else refused
         expires = None
@@ -322,6 +371,18 @@ class BigQueryFidelity:
             return False
         dropped = await self.subrequest(scope, "DELETE", table_path(*dest))
         return dropped.status < 300
+
+    async def missing_info_schema_dataset(self, scope: dict, project: str, sql: str) -> Reply | None:
+        """`ds.INFORMATION_SCHEMA.TABLES` of a dataset that does not exist: BigQuery
+        fails notFound; bqemulator answers no rows."""
+        for m in DATASET_INFO_SCHEMA.finditer(sql or ""):
+            dataset = (m["q"] or m["b"]).split(".")[-1]
+            if dataset.lower().startswith("region-"):
+                continue
+            found = await self.subrequest(scope, "GET", f"{API}/projects/{quote(project)}/datasets/{quote(dataset)}")
+            if found.status == 404:
+                return error_reply(404, "notFound", f"Not found: Dataset {project}:{dataset} was not found in location US")
+        return None
 
     async def refuse_partitioning_change(self, scope: dict, project: str, sql: str) -> Reply | None:
         """BigQuery refuses to replace a table by one partitioned differently:

@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from google.cloud import bigquery
 
 HERE = Path(__file__).resolve().parent
 DENIED = "airlock_denied_"  # server.py's DENIED_PREFIX
-STATUS_OF_CODE = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
+STATUS_OF_CODE = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
+                  429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
 
 
 # --------------------------------------------------------------------------- lifecycle helpers
@@ -290,6 +292,16 @@ def test_information_schema_views_gives_a_definition_that_recreates_the_view(cli
     assert values(client, f"SELECT a, currency, c, d FROM {ds}.w") == [(1, "EUR", "it's", "back\\slash")]
 
 
+def test_information_schema_of_a_missing_dataset_is_not_found(client, api, ds):
+    """A dataset-qualified INFORMATION_SCHEMA view of a dataset that does not
+    exist fails notFound ("Not found: Dataset p:d was not found in location
+    US"); of an existing empty dataset it has no rows."""
+    error = assert_bigquery_error(jobs_query(api, "SELECT table_name FROM `no_such_ds`.INFORMATION_SCHEMA.TABLES"), 404, "notFound")
+    assert error["message"] == f"Not found: Dataset {client.project}:no_such_ds was not found in location US"
+    assert_bigquery_error(jobs_query(api, "SELECT * FROM no_such_ds.INFORMATION_SCHEMA.COLUMNS"), 404, "notFound")
+    assert values(client, f"SELECT table_name FROM `{ds}`.INFORMATION_SCHEMA.TABLES") == []
+
+
 def test_tables_get_and_list_use_the_rest_table_types(client, ds):
     """REST Table.type is TABLE, VIEW, SNAPSHOT, ...: it has no CLONE, a
     clone is a TABLE (tables.get and tables.list)."""
@@ -472,7 +484,6 @@ def test_a_snapshot_with_an_expiration_expires(client, api, ds):
     snapshot once that time has passed. bqemulator cannot parse the OPTIONS;
     the layer records them (TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL n
     unit) or a TIMESTAMP literal) and refuses any other expression."""
-    import time
     client.query_and_wait(f"CREATE TABLE {ds}.base AS SELECT 1 AS id")
     client.query_and_wait(f"CREATE SNAPSHOT TABLE {ds}.month CLONE {ds}.base "
                           f"OPTIONS(expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 30 DAY))")
@@ -501,3 +512,45 @@ def test_a_gzipped_request_body_is_understood(api):
     assert response.status_code == 200, response.text
     assert response.json()["rows"] == [{"f": [{"v": "42"}]}]
 
+
+
+# --------------------------------------------------------------------------- test hooks
+
+
+def test_a_flaky_marker_fails_once_then_runs(api, emulator):
+    """Hook: `airlock_flaky_503_<id>` / `_429_`: the first request holding the
+    marker answers 503 backendError / 429 rateLimitExceeded (what BigQuery
+    answers when it asks to be retried), every later one runs."""
+    marker = f"airlock_flaky_503_{uuid.uuid4().hex[:8]}"
+    assert_bigquery_error(jobs_query(api, f"SELECT '{marker}' AS m"), 503, "backendError")
+    again = jobs_query(api, f"SELECT '{marker}' AS m")
+    assert again.status_code == 200 and again.json()["rows"] == [{"f": [{"v": marker}]}], again.text
+    limited = f"airlock_flaky_429_{uuid.uuid4().hex[:8]}"
+    assert_bigquery_error(jobs_query(api, f"SELECT '{limited}' AS m"), 429, "rateLimitExceeded")
+    assert jobs_query(api, f"SELECT '{limited}' AS m").status_code == 200
+    hooks = requests.get(f"{emulator['BIGQUERY_ENDPOINT']}/airlock-emulator/hooks", timeout=30).json()
+    assert marker in hooks["flaked"] and limited in hooks["flaked"]
+
+
+def test_a_slow_job_is_in_flight_until_cancelled(api, emulator):
+    """Hook: `airlock_slow_<n>ms` keeps a job in flight for n ms; jobs.cancel
+    (BigQuery: 200, a jobCancelResponse) is recorded and ends the job with
+    reason `stopped`."""
+    import threading
+    hooks_url = f"{emulator['BIGQUERY_ENDPOINT']}/airlock-emulator/hooks"
+    job_id = f"slow_{uuid.uuid4().hex[:8]}"
+    answer: dict = {}
+    body = {"jobReference": {"jobId": job_id},
+            "configuration": {"query": {"query": "SELECT 'airlock_slow_20000ms' AS m", "useLegacySql": False}}}
+    insert = threading.Thread(target=lambda: answer.update(requests.post(f"{api}/jobs", json=body, timeout=60).json()))
+    insert.start()
+    for _ in range(100):
+        if job_id in requests.get(hooks_url, timeout=30).json()["in_flight"]:
+            break
+        time.sleep(0.05)
+    cancelled = requests.post(f"{api}/jobs/{job_id}/cancel", timeout=30)
+    assert cancelled.status_code == 200 and cancelled.json()["kind"] == "bigquery#jobCancelResponse", cancelled.text
+    insert.join(timeout=10)
+    assert answer["status"]["errorResult"]["reason"] == "stopped", answer
+    hooks = requests.get(hooks_url, timeout=30).json()
+    assert job_id in hooks["cancelled"] and job_id not in hooks["in_flight"]
