@@ -222,7 +222,9 @@ fn an_unknown_project_fails_deploy_with_exit_2() {
     let mut profile = Profile::new("analytics");
     profile.project = "no-such-project".into();
     let stderr = failing_deploy(&profile);
-    assert!(stderr.contains("Not found: Project no-such-project"), "{stderr}");
+    // one line, about the project first (the sources are checked in it, but that is not the news)
+    let error = stderr.lines().rev().find(|l| l.starts_with("airlock: ")).unwrap_or_default();
+    assert!(error.starts_with("airlock: BigQuery error (notFound, HTTP 404): Not found: Project no-such-project"), "{stderr}");
     assert!(stderr.contains("the project 'no-such-project' named in") && stderr.contains("profiles.yml target 'dev'"), "{stderr}");
 }
 

@@ -759,6 +759,8 @@ impl Warehouse for BigQuery {
                     missing.push(format!("{} reads dataset '{dataset}', which does not exist in BigQuery project '{}'", whats.join(", "), self.settings.project));
                     continue;
                 }
+                // the project itself: its error says so, and names the profile
+                Err(e) if format!("{e:#}").contains("Not found: Project") => return Err(e),
                 Err(e) => return Err(e.context(format!("checking that dataset '{dataset}' exists in BigQuery project '{}' ({})", self.settings.project, self.origin))),
             };
             for (what, name) in tables {
