@@ -42,6 +42,9 @@ pub struct DeploySettings {
     pub mirror_tag: Option<String>,
     /// who builds into audit: "native" (default) or "dbt"
     pub builder: Option<String>,
+    /// days after which the snapshots a release keeps of replaced tables
+    /// expire where the warehouse can say so (BigQuery); 0: never
+    pub snapshot_expiration_days: Option<u32>,
 }
 
 fn default_audit() -> String {
@@ -53,7 +56,7 @@ fn default_strategy() -> String {
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { audit_schema: default_audit(), audit_database: None, keep: None, strategy: default_strategy(), threads: None, publish_concurrency: None, mirror_tag: None, builder: None }
+        DeploySettings { audit_schema: default_audit(), audit_database: None, keep: None, strategy: default_strategy(), threads: None, publish_concurrency: None, mirror_tag: None, builder: None, snapshot_expiration_days: None }
     }
 }
 
@@ -320,6 +323,12 @@ audit_schema = "{schema}__audit"
 # How many published releases keep their backups for `airlock rollback`
 # (default: the strategy's own `keep`, 3 for the built-ins).
 # keep = 5
+
+# BigQuery: the table snapshots a release keeps expire after this many days
+# (OPTIONS(expiration_timestamp)), so backups that `keep` no longer cleans
+# up cost nothing; a rollback to a release older than this cannot restore
+# its tables. 0: never expire. Default 30.
+# snapshot_expiration_days = 30
 
 # The publish strategy when --strategy is not given: swap, clone-back, wap,
 # wac, mirror, or one of the project's own (strategies/*.toml).

@@ -32,6 +32,9 @@ pub enum Desired {
     ViewDdl { ddl: String },
     /// no object (rollback of an object a release created)
     Absent,
+    /// `then`, but the prod table is dropped first: the warehouse refuses to
+    /// replace it in place (BigQuery: partitioning or clustering differ, `why`)
+    Recreate { then: Box<Desired>, why: String },
 }
 
 impl Desired {
@@ -40,6 +43,15 @@ impl Desired {
             Desired::Table { .. } | Desired::Rebuild { .. } => "table",
             Desired::View { .. } | Desired::ViewDdl { .. } => "view",
             Desired::Absent => "absent",
+            Desired::Recreate { then, .. } => then.kind(),
+        }
+    }
+
+    /// What the object becomes, whether or not the old one is dropped first.
+    pub fn target(&self) -> &Desired {
+        match self {
+            Desired::Recreate { then, .. } => then,
+            other => other,
         }
     }
 }
@@ -404,7 +416,7 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
             let mut keep = Step::new(
                 prod.clone(),
                 "keep",
-                vec![strategy.render(d, "snapshot_table", &[("source", &prod), ("target", kept)])?],
+                vec![strategy.render(d, "snapshot_table", &[("source", &prod), ("target", kept), ("expiration_days", &strategy.snapshot_expiration_days().to_string())])?],
                 Some(vec![format!("DROP TABLE IF EXISTS {kept}")]),
                 false,
             );
@@ -412,10 +424,12 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
             out.push(keep);
         }
     }
-    // a kind change or a removal drops the old object first
+    // a kind change, a removal, or a table the warehouse cannot replace in
+    // place drops the old object first
     let mut dropped = false;
+    let recreate = matches!(c.desired, Desired::Recreate { .. });
     if let Some(p) = &c.prev {
-        if p.kind.as_str() != c.desired.kind() || matches!(c.desired, Desired::ViewDdl { .. }) {
+        if p.kind.as_str() != c.desired.kind() || matches!(c.desired, Desired::ViewDdl { .. }) || recreate {
             let undo = restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel, grants).ok();
             out.push(Step::new(prod.clone(), "drop", vec![format!("DROP {} IF EXISTS {prod}", if p.kind == ObjectKind::Table { "TABLE" } else { "VIEW" })], undo, true));
             dropped = true;
@@ -428,7 +442,7 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
         Some(p) if !dropped => restore_prev(strategy, d, &c.schema, &c.name, p, kept_rel, grants).ok(),
         _ => Some(vec![format!("DROP {new_kind} IF EXISTS {prod}")]),
     };
-    let mut create = match &c.desired {
+    let mut create = match c.desired.target() {
         Desired::Table { from, source } => {
             let mut s = Step::new(prod.clone(), "replace", vec![strategy.render(d, "clone_table", &[("source", from), ("target", &prod)])?], undo_create, true);
             s.needs = source.iter().cloned().collect();
@@ -445,7 +459,7 @@ fn object_steps(strategy: &Strategy, d: Dialect, c: &Change, kept: Option<(&str,
             s.creates = Some((c.schema.clone(), c.name.clone()));
             s
         }
-        Desired::Absent => return Ok(out),
+        Desired::Absent | Desired::Recreate { .. } => return Ok(out),
     };
     if create.creates.is_none() && matches!(c.desired, Desired::ViewDdl { .. }) {
         create.creates = Some((c.schema.clone(), c.name.clone()));
@@ -490,6 +504,62 @@ pub fn restore_statements(d: Dialect, release: &Release, plan: &Plan) -> Result<
     Ok(out)
 }
 
+/// Tables whose prod version is partitioned or clustered differently from
+/// the table that replaces it (the audited twin, or a backup on rollback):
+/// the warehouse refuses to replace those in place (BigQuery), so their
+/// publish drops the prod table first (the journal keeps its snapshot and
+/// can undo the drop). Returns the changes, so marked, and a line for each.
+/// `twins_built`: whether the replacing tables exist (a deploy after its
+/// build, a rollback); otherwise (plan) a laid-out prod table is only reported.
+pub async fn recreate_where_layout_differs(
+    wh: &dyn crate::warehouse::Warehouse,
+    d: Dialect,
+    changes: &[Change],
+    layout: Option<&crate::compile::Layout>,
+    twins_built: bool,
+) -> Result<(Vec<Change>, Vec<String>)> {
+    let mut out = changes.to_vec();
+    let mut notes = Vec::new();
+    let mut layouts: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> = Default::default();
+    for c in out.iter_mut() {
+        if !c.prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
+            continue;
+        }
+        // wac, clone-back, mirror, rollback: the table cloned over prod; wap:
+        // a rebuild is laid out as its audited twin was built
+        let (twin_schema, twin_name) = match &c.desired {
+            Desired::Table { source: Some(source), .. } => source.clone(),
+            Desired::Rebuild { .. } => match layout {
+                Some(l) => (l.audit_schema(&c.schema), c.name.clone()),
+                None => continue,
+            },
+            _ => continue,
+        };
+        for schema in [&c.schema, &twin_schema] {
+            if !layouts.contains_key(schema) {
+                let found = wh.table_layouts(schema).await.with_context(|| format!("reading the partitioning and clustering of {}", d.quote(schema)))?;
+                layouts.insert(schema.clone(), found);
+            }
+        }
+        let prod_layout = layouts[&c.schema].get(&c.name).cloned().unwrap_or_else(|| "none".into());
+        let twin_layout = layouts[&twin_schema].get(&twin_name).cloned().unwrap_or_else(|| "none".into());
+        let prod = d.relation(&c.schema, &c.name);
+        if !twins_built {
+            if prod_layout != "none" {
+                notes.push(format!("{prod} is laid out ({prod_layout}): if the table replacing it is not, the publish drops it first, then re-creates it (journaled)"));
+            }
+            continue;
+        }
+        if prod_layout != twin_layout {
+            let why = format!("now {prod_layout}; {} {twin_layout}", d.relation(&twin_schema, &twin_name));
+            notes.push(format!("{prod}: partitioning or clustering changes ({why}): dropped, then re-created (journaled; the snapshot taken first restores it)"));
+            let then = Box::new(std::mem::replace(&mut c.desired, Desired::Absent));
+            c.desired = Desired::Recreate { then, why };
+        }
+    }
+    Ok((out, notes))
+}
+
 /// wap: each table rebuilt in prod against its audited twin (row count and a
 /// content checksum). Returns a line per table that differs.
 pub async fn compare_rebuilt(
@@ -499,7 +569,7 @@ pub async fn compare_rebuilt(
     layout: &crate::compile::Layout,
 ) -> Result<Vec<String>> {
     let mut differ = Vec::new();
-    for c in changes.iter().filter(|c| matches!(c.desired, Desired::Rebuild { .. })) {
+    for c in changes.iter().filter(|c| matches!(c.desired.target(), Desired::Rebuild { .. })) {
         let prod = d.relation(&c.schema, &c.name);
         let audit = layout.audit_twin(&c.schema, &c.name);
         let sql = format!("SELECT ({}) AS prod, ({}) AS audit", d.checksum_sql(&prod), d.checksum_sql(&audit));

@@ -30,7 +30,7 @@ impl Session {
 
     /// A session whose SQL is rendered for `dialect` (offline plans).
     pub fn open_as(cfg: RunConfig, dialect: Dialect) -> Result<Session> {
-        let registry = crate::strategy::Registry::load(Some(&cfg.strategies_dir))?;
+        let registry = crate::strategy::Registry::load(Some(&cfg.strategies_dir))?.apply(&cfg.settings.deploy);
         if cfg.strategy != "all" {
             let strategy = registry.get(&cfg.strategy)?;
             strategy.check_support(dialect)?;

@@ -111,7 +111,7 @@ pub struct Strategy {
 /// SQL template names the primitives use, and what they mean.
 pub const TEMPLATES: &[(&str, &str)] = &[
     ("clone_table", "copy/clone table {{ source }} to {{ target }} (replacing it)"),
-    ("snapshot_table", "keep table {{ source }} as {{ target }} before it is replaced"),
+    ("snapshot_table", "keep table {{ source }} as {{ target }} before it is replaced, expiring after {{ expiration_days }} days (\"0\": never)"),
     ("rebuild_table", "build {{ target }} from the SELECT {{ sql }}"),
     ("clone_location", "clone location {{ source }} to {{ target }}"),
     ("snapshot_location", "keep location {{ source }} as {{ target }}"),
@@ -122,10 +122,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("keep_demoted_database", "after a database swap, rename the demoted {{ audit }} to {{ backup }}"),
 ];
 
+/// Days a kept table snapshot lives when airlock.toml does not say.
+pub const DEFAULT_SNAPSHOT_EXPIRATION_DAYS: u32 = 30;
+
 /// The variables each template is rendered with.
 fn template_vars(name: &str) -> &'static [&'static str] {
     match name {
-        "clone_table" | "snapshot_table" | "clone_location" | "snapshot_location" | "clone_database" => &["source", "target"],
+        "snapshot_table" => &["source", "target", "expiration_days"],
+        "clone_table" | "clone_location" | "snapshot_location" | "clone_database" => &["source", "target"],
         "rebuild_table" => &["target", "sql"],
         "swap_location" | "swap_database" => &["audit", "prod"],
         "keep_demoted" | "keep_demoted_database" => &["audit", "backup"],
@@ -210,6 +214,12 @@ impl Strategy {
 
     pub fn atomic(&self, dialect: Dialect) -> bool {
         self.facts.atomic.get(dialect.name()).copied().unwrap_or(false)
+    }
+
+    /// Days after which a kept snapshot expires (`[params]
+    /// snapshot_expiration_days`, set from airlock.toml); 0: never.
+    pub fn snapshot_expiration_days(&self) -> u32 {
+        self.params.get("snapshot_expiration_days").and_then(|v| v.as_integer()).map(|d| d.clamp(0, u32::MAX as i64) as u32).unwrap_or(DEFAULT_SNAPSHOT_EXPIRATION_DAYS)
     }
 
     pub fn keep(&self) -> Option<usize> {
@@ -298,6 +308,16 @@ impl Registry {
             }
         }
         Ok(Registry { strategies })
+    }
+
+    /// airlock.toml's settings that strategies render with.
+    pub fn apply(mut self, deploy: &crate::config::DeploySettings) -> Registry {
+        if let Some(days) = deploy.snapshot_expiration_days {
+            for s in self.strategies.values_mut() {
+                s.params.insert("snapshot_expiration_days".into(), toml::Value::Integer(days.into()));
+            }
+        }
+        self
     }
 
     pub fn get(&self, name: &str) -> Result<&Strategy> {

@@ -67,9 +67,13 @@ impl Shop {
 
     /// Every prod table and view: kind, rows and a hash of its sorted rows.
     fn checksums(&self) -> BTreeMap<String, String> {
+        let objects = prod_objects();
+        // one round trip to the emulator's python for every object
+        let selects: Vec<String> = objects.iter().map(|(ds, name, _)| format!("SELECT * FROM `{ds}`.`{name}`")).collect();
+        let results = bq::sql(&selects.iter().map(String::as_str).collect::<Vec<_>>());
         let mut out = BTreeMap::new();
-        for (ds, name, kind) in prod_objects() {
-            let mut rows: Vec<String> = bq::query(&format!("SELECT * FROM `{ds}`.`{name}`")).into_iter().map(|r| r.join("|")).collect();
+        for ((ds, name, kind), rows) in objects.into_iter().zip(results) {
+            let mut rows: Vec<String> = rows.into_iter().map(|r| r.join("|")).collect();
             rows.sort();
             out.insert(format!("{ds}.{name}"), format!("{kind} rows={} hash={:x}", rows.len(), fnv(&rows.join("\n"))));
         }
@@ -255,12 +259,14 @@ fn swap_is_refused_with_the_reason_and_nothing_is_written() {
 #[test]
 fn plan_shows_bytes_per_strategy_from_dry_runs_and_writes_nothing() {
     let shop = Shop::new();
-    shop.deploy("wac").assert_code(0);
+    // prod holds every model (clone-back publishes them all)
+    shop.deploy("clone-back").assert_code(0);
     let before = shop.checksums();
     let releases = bq::scalar("SELECT COUNT(*) FROM `airlock`.`releases`");
     let run = shop.airlock(&shop.project, &["plan", "--strategy", "all", "--format", "json"]);
     run.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let mut bytes = BTreeMap::new();
     for p in v["strategies"].as_array().unwrap() {
         let name = p["strategy"].as_str().unwrap();
         if name == "swap" {
@@ -273,37 +279,156 @@ fn plan_shows_bytes_per_strategy_from_dry_runs_and_writes_nothing() {
             continue;
         }
         let e = &p["bytes_estimate"];
-        // the emulator has no cost model: bytes are 0, but every statement was dry-run
-        assert!(e["bytes"].is_u64(), "{name}: {p}");
+        assert!(e["bytes"].as_u64().unwrap() > 0, "{name}: {p}");
+        bytes.insert(name.to_string(), e["bytes"].as_u64().unwrap());
+        // the build reads relations it makes itself: estimated against their prod twins
+        assert!(e["statements_estimated_against_prod"].as_u64().unwrap() > 0, "{name}: {e}");
         let estimated = e["statements_estimated"].as_u64().unwrap();
         let not = e["statements_not_estimable"].as_u64().unwrap();
         assert!(estimated > 0, "{name}: nothing was dry-run: {e}");
         assert_eq!(estimated + not, p["statements"].as_u64().unwrap() - if p["atomic_publish"].as_bool().unwrap() { 2 } else { 0 }, "{name}: {e}");
     }
+    // wap rebuilds the marts in prod, reading what it read to build them; wac clones them (free)
+    assert!(bytes["wap"] > bytes["wac"], "{bytes:?}");
     let table = shop.airlock(&shop.project, &["plan", "--strategy", "all"]);
     table.assert_code(0);
-    assert!(table.stdout.contains("bytes processed (dry runs)") && table.stdout.contains(" B over "), "{}", table.stdout);
+    assert!(table.stdout.contains("bytes processed (dry runs)") && table.stdout.contains("against the prod twins of what the build makes"), "{}", table.stdout);
     // dry runs write nothing
     assert_eq!(shop.checksums(), before);
     assert_eq!(bq::scalar("SELECT COUNT(*) FROM `airlock`.`releases`"), releases);
 }
 
 #[test]
-fn a_publish_killed_at_every_step_is_recovered() {
+fn kept_snapshots_expire_after_the_retention_and_keep_still_drops_old_backups() {
     let shop = Shop::new();
-    recover_after_every_step(&shop, "wac", || append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n"));
+    std::fs::write(shop.project.join("airlock.toml"), "[deploy]\nkeep = 1\nsnapshot_expiration_days = 7\n").unwrap();
+    shop.deploy("wac").assert_code(0);
+    shop.deploy("wac").assert_code(0);
+    // release 2 kept release 1's tables as snapshots that expire in 7 days
+    let kept = bq::expirations("airlock_r2");
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for (table, expires) in &kept {
+        let days = (expires.unwrap_or_else(|| panic!("snapshot {table} never expires")) - now) / 86400.0;
+        assert!((6.99..=7.0).contains(&days), "snapshot {table} expires in {days} days");
+    }
+    // keep = 1: release 1's backup location is gone
+    let backups = bq::query("SELECT schema_name FROM INFORMATION_SCHEMA.SCHEMATA WHERE schema_name LIKE 'airlock_r%' ORDER BY 1");
+    assert_eq!(backups, [["airlock_r2"]]);
+    // rollback restores from the snapshots
+    shop.airlock(&shop.project, &["rollback"]).assert_code(0);
+}
+
+#[test]
+fn a_table_whose_partitioning_changes_is_dropped_and_recreated_by_a_journaled_step() {
+    let shop = Shop::new();
+    shop.deploy("wac").assert_code(0);
+    let first = shop.checksums();
+    // prod orders partitioned by hand (BigQuery: only a new table can be)
+    bq::sql(&[
+        "CREATE TABLE `analytics_marts`.`orders_p` PARTITION BY order_date AS SELECT * FROM `analytics_marts`.`orders`",
+        "DROP TABLE `analytics_marts`.`orders`",
+        "CREATE TABLE `analytics_marts`.`orders` CLONE `analytics_marts`.`orders_p`",
+        "DROP TABLE `analytics_marts`.`orders_p`",
+    ]);
+    let partitioned = || bq::scalar("SELECT COUNT(*) FROM `analytics_marts`.INFORMATION_SCHEMA.COLUMNS WHERE table_name = 'orders' AND is_partitioning_column = 'YES'");
+    assert_eq!(partitioned(), "1");
+    // plan tells, before the build
+    let plan = shop.airlock(&shop.project, &["plan", "--strategy", "wac"]);
+    plan.assert_code(0);
+    assert!(plan.stdout.contains("`analytics_marts`.`orders` is laid out (partition by order_date)"), "{}", plan.stdout);
+    // the audited orders is not partitioned: BigQuery refuses CREATE OR REPLACE ... CLONE over it
+    let run = shop.deploy("wac");
+    run.assert_code(0);
+    assert!(run.stderr.contains("`analytics_marts`.`orders`: partitioning or clustering changes (now partition by order_date;"), "{}", run.stderr);
+    assert_eq!(partitioned(), "0");
+    assert_eq!(shop.checksums(), first, "the same rows, re-created");
+    assert!(shop.statements().iter().any(|s| s == "DROP TABLE IF EXISTS `analytics_marts`.`orders`"), "no journaled drop");
+    // rollback: the partitioned snapshot replaces the unpartitioned table the same way
+    let back = shop.airlock(&shop.project, &["rollback"]);
+    back.assert_code(0);
+    assert_eq!(partitioned(), "1", "{}", back.stderr);
+}
+
+#[test]
+fn a_deploy_over_maximum_bytes_billed_fails_closed() {
+    let shop = Shop::new();
+    shop.deploy("wac").assert_code(0);
+    let before = shop.checksums();
+    // BigQuery bills at least 10 MB per table a query reads: one-table
+    // queries (the ledger's, most tests) fit, a relationships test joining
+    // two tables does not: it gives no verdict, which blocks
+    let mut profile = Profile::new("analytics");
+    profile.extra.push(("maximum_bytes_billed".into(), "10485760".into()));
+    profile.write(&shop.project);
+    let run = shop.deploy("wac");
+    run.assert_code(1);
+    let all = format!("{}\n{}", run.stdout, run.stderr);
+    assert!(all.contains("Query exceeded limit for bytes billed: 10485760. 20971520 or higher required."), "{all}");
+    assert!(all.contains("would bill more than maximum_bytes_billed = 10485760 in") && all.contains("profiles.yml target 'dev'"), "{all}");
+    assert!(all.contains("nothing published, prod untouched"), "{all}");
+    assert_eq!(shop.checksums(), before, "a deploy over its byte limit changed prod");
+    let history = shop.airlock(&shop.project, &["history", "--format", "json"]);
+    let h: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(h["releases"][0]["status"], "blocked", "{}", history.stdout);
+}
+
+// A publish killed before each of its steps, one test per strategy. Each
+// starts from prod as a full clone-back deploy leaves it, then deploys
+// `--select stg_customers+` (a view and the tables and views on it, small to
+// build) with a change that reaches every one of them, so a kill lands
+// between objects that both change.
+
+#[test]
+fn a_wac_publish_killed_at_every_step_is_recovered() {
+    let shop = Shop::new();
+    recover_after_every_step(&shop, "wac", SMALL, || add_a_customer(&shop.project));
+}
+
+#[test]
+fn a_wap_publish_killed_at_every_step_is_recovered() {
+    let shop = Shop::new();
+    recover_after_every_step(&shop, "wap", SMALL, || add_a_customer(&shop.project));
+}
+
+#[test]
+fn a_clone_back_publish_killed_at_every_step_is_recovered() {
+    let shop = Shop::new();
+    recover_after_every_step(&shop, "clone-back", SMALL, || add_a_customer(&shop.project));
+}
+
+#[test]
+fn a_mirror_publish_killed_at_every_step_is_recovered() {
+    let shop = Shop::with_project(mirror_project);
+    recover_after_every_step(&shop, "mirror", &[], || {
+        bq::sql(&["INSERT INTO `landing`.`shipments` VALUES (26, 5, '2024-02-01', 'dhl')"]);
+    });
+}
+
+const SMALL: &[&str] = &["--select", "stg_customers+"];
+
+/// A second release: stg_customers gains a customer (1001, without orders),
+/// so customers and the customer_summary view change too.
+fn add_a_customer(project: &Path) {
+    append(
+        &project.join("models/staging/stg_customers.sql"),
+        "\nunion all\nselect id + 1000, first_name, last_name, email, signup_date from {{ ref('raw_customers') }} where id = 1\n",
+    );
 }
 
 /// A publish killed before each of its steps, then `airlock recover`: prod is
-/// the old release or the new one, the ledger says which.
-fn recover_after_every_step(shop: &Shop, strategy: &str, change: impl Fn()) {
-    shop.deploy(strategy).assert_code(0);
+/// the old release or the new one, the ledger says which. Prod starts as a
+/// full deploy leaves it (clone-back publishes every model; mirror, the mirror).
+fn recover_after_every_step(shop: &Shop, strategy: &str, select: &[&str], change: impl Fn()) {
+    let first = if strategy == "mirror" { "mirror" } else { "clone-back" };
+    shop.deploy(first).assert_code(0);
+    let deploy: Vec<&str> = ["deploy", "--strategy", strategy].iter().chain(select).copied().collect();
     let old = shop.checksums();
     change();
     let mut new: Option<BTreeMap<String, String>> = None;
     let mut k = 1;
     loop {
-        let killed = Run::of(shop.s.command(&shop.project, &["deploy", "--strategy", strategy]).env("AIRLOCK_FAILPOINT", format!("publish:{k}")));
+        let killed = Run::of(shop.s.command(&shop.project, &deploy).env("AIRLOCK_FAILPOINT", format!("publish:{k}")));
         if killed.code == 0 {
             let now = shop.checksums();
             if let Some(n) = &new {
@@ -313,9 +438,8 @@ fn recover_after_every_step(shop: &Shop, strategy: &str, change: impl Fn()) {
             break;
         }
         let recover = shop.airlock(&shop.project, &["recover"]);
-        let history = shop.airlock(&shop.project, &["history", "--format", "json"]);
-        let h: serde_json::Value = serde_json::from_str(&history.stdout).unwrap_or_else(|e| panic!("{e}: {}", history.stdout));
-        let status = h["releases"][0]["status"].as_str().unwrap().to_string();
+        // what the ledger says of the killed release
+        let status = scalar("SELECT status FROM `airlock`.`releases` ORDER BY id DESC LIMIT 1");
         let now = shop.checksums();
         match status.as_str() {
             "recovered-forward" | "published" => {

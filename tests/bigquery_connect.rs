@@ -222,7 +222,9 @@ fn an_unknown_project_fails_deploy_with_exit_2() {
     let mut profile = Profile::new("analytics");
     profile.project = "no-such-project".into();
     let stderr = failing_deploy(&profile);
-    assert!(stderr.contains("Not found: Project no-such-project"), "{stderr}");
+    // one line, about the project first (the sources are checked in it, but that is not the news)
+    let error = stderr.lines().rev().find(|l| l.starts_with("airlock: ")).unwrap_or_default();
+    assert!(error.starts_with("airlock: BigQuery error (notFound, HTTP 404): Not found: Project no-such-project"), "{stderr}");
     assert!(stderr.contains("the project 'no-such-project' named in") && stderr.contains("profiles.yml target 'dev'"), "{stderr}");
 }
 
@@ -230,6 +232,7 @@ fn an_unknown_project_fails_deploy_with_exit_2() {
 fn a_denied_dataset_fails_deploy_with_exit_2() {
     let _one = bq::exclusive();
     let profile = Profile::new("airlock_denied_prod");
+    bq::sql(&["CREATE SCHEMA `landing`", "CREATE TABLE `landing`.`shipments` (shipment_id INT64, order_id INT64, shipped_at STRING, carrier STRING)"]);
     let stderr = failing_deploy(&profile);
     assert!(stderr.contains("accessDenied") && stderr.contains("Access Denied: Dataset airlock-emulator:airlock_denied_prod"), "{stderr}");
     assert!(stderr.contains("lack a permission on project 'airlock-emulator'") || stderr.contains("lack this permission on project 'airlock-emulator'"), "{stderr}");
@@ -245,16 +248,71 @@ fn a_missing_source_dataset_blocks_the_deploy_naming_it() {
     let project = s.copy_fixture("shop");
     profile.write(&project);
     let run = s.airlock(&project, &["deploy", "--strategy", "wac"]);
-    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let all = format!("{}\n{}", run.stdout, run.stderr);
-    assert!(all.contains("landing"), "{all}");
-    assert!(!all.contains("panicked"), "{all}");
-    // prod was not written
-    let prod = bq::query("SELECT schema_name FROM INFORMATION_SCHEMA.SCHEMATA WHERE schema_name IN ('analytics', 'analytics_marts')");
-    for ds in prod {
-        let tables = bq::query(&format!("SELECT table_name FROM `{}`.INFORMATION_SCHEMA.TABLES", ds[0]));
-        assert!(tables.is_empty(), "prod dataset {} was written: {tables:?}", ds[0]);
+    run.assert_code(2);
+    // the source, its dataset and the project, before anything was written
+    assert!(
+        run.stderr.contains("source 'landing.shipments'") && run.stderr.contains("reads dataset 'landing', which does not exist in BigQuery project 'airlock-emulator'"),
+        "{}",
+        run.stderr
+    );
+    // nothing at all was written: no prod, no audit, no lock, no ledger
+    assert!(bq::query("SELECT schema_name FROM INFORMATION_SCHEMA.SCHEMATA").is_empty());
+
+    // the dataset exists but not the table: named too
+    bq::sql(&["CREATE SCHEMA `landing`", "CREATE TABLE `landing`.`other` (id INT64)"]);
+    let run = s.airlock(&project, &["deploy", "--strategy", "wac"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("source 'landing.shipments'") && run.stderr.contains("reads table 'landing.shipments', which does not exist"), "{}", run.stderr);
+    let datasets = bq::query("SELECT schema_name FROM INFORMATION_SCHEMA.SCHEMATA");
+    assert_eq!(datasets, [["landing"]], "a deploy stopped by a missing source wrote to BigQuery");
+}
+
+#[test]
+fn a_backend_error_or_rate_limit_is_retried_with_a_warning() {
+    let _one = bq::exclusive();
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    Profile::new("analytics").write(&project);
+    // the emulator answers 503 / 429 the first time it sees each marker
+    let id = bq::unique_prefix("r");
+    std::fs::write(project.join("models/flaky_a.sql"), format!("select 'airlock_flaky_503_{id}' as a\n")).unwrap();
+    std::fs::write(project.join("models/flaky_b.sql"), format!("select 'airlock_flaky_429_{id}' as b\n")).unwrap();
+    // plan dry-runs every statement through jobs.insert
+    let run = s.airlock(&project, &["plan", "--strategy", "wac"]);
+    run.assert_code(0);
+    for code in ["503", "429"] {
+        assert!(run.stderr.contains(&format!("failed (HTTP {code}); retry 1 of 3")), "no warning for {code}:\n{}", run.stderr);
+        assert!(bq::hooks()["flaked"].as_array().unwrap().iter().any(|m| m.as_str() == Some(&format!("airlock_flaky_{code}_{id}"))));
     }
+}
+
+#[test]
+fn sigint_cancels_the_bigquery_jobs_in_flight() {
+    let _one = bq::exclusive();
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    Profile::new("analytics").write(&project);
+    bq::sql(&["CREATE SCHEMA `landing`", "CREATE TABLE `landing`.`shipments` (shipment_id INT64, order_id INT64, shipped_at STRING, carrier STRING)"]);
+    // a model whose job the emulator keeps in flight for a minute
+    std::fs::write(project.join("models/slow.sql"), "select 'airlock_slow_60000ms' as x\n").unwrap();
+    let mut child = s.command(&project, &["deploy", "--strategy", "wac"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let job = loop {
+        if let Some(j) = bq::hooks()["in_flight"].as_array().unwrap().iter().filter_map(|j| j.as_str()).find(|j| j.starts_with("airlock_")) {
+            break j.to_string();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(90), "the slow job never started");
+        assert!(child.try_wait().unwrap().is_none(), "deploy ended before the slow job started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    // the job in flight was cancelled through jobs.cancel
+    let cancelled = bq::hooks()["cancelled"].clone();
+    assert!(cancelled.as_array().unwrap().iter().any(|j| j.as_str() == Some(job.as_str())), "{job} not in {cancelled}");
+    assert_eq!(bq::scalar("SELECT status FROM `airlock`.`releases` ORDER BY id DESC LIMIT 1"), "interrupted");
+    assert_eq!(bq::scalar("SELECT COUNT(*) FROM INFORMATION_SCHEMA.SCHEMATA WHERE schema_name IN ('analytics', 'analytics_marts')"), "0", "prod was written");
 }
 
 #[test]

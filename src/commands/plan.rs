@@ -68,20 +68,40 @@ struct BytesEstimate {
     /// summed over the statements that could be dry-run now
     bytes: u64,
     statements_estimated: usize,
+    /// of those, statements that read relations the build makes, estimated
+    /// against their prod twins (the audit location does not exist yet)
+    statements_estimated_against_prod: usize,
     /// statements whose dry run failed: they read objects the build creates
     statements_not_estimable: usize,
 }
 
 /// Dry-run every statement of a plan: what it would process where the
-/// warehouse says (BigQuery), None where it has no dry runs.
-async fn estimate_bytes(wh: &dyn crate::warehouse::Warehouse, sql: &[String]) -> Option<BytesEstimate> {
-    let mut est = BytesEstimate { bytes: 0, statements_estimated: 0, statements_not_estimable: 0 };
+/// warehouse says (BigQuery), None where it has no dry runs. A statement
+/// that reads what the build has not made yet (the audit location) is
+/// dry-run again against the prod twins (`locations`: prod, audit), the
+/// closest estimate there is before the build.
+async fn estimate_bytes(wh: &dyn crate::warehouse::Warehouse, d: crate::warehouse::Dialect, sql: &[String], locations: &[(String, String)]) -> Option<BytesEstimate> {
+    let mut est = BytesEstimate { bytes: 0, statements_estimated: 0, statements_estimated_against_prod: 0, statements_not_estimable: 0 };
+    let against_prod = |s: &str| locations.iter().fold(s.to_string(), |s, (prod, audit)| s.replace(&d.quote(audit), &d.quote(prod)));
     for s in sql.iter().filter(|s| !matches!(s.trim().to_ascii_uppercase().as_str(), "BEGIN TRANSACTION" | "COMMIT" | "COMMIT TRANSACTION" | "")) {
-        match wh.dry_run_bytes(s).await {
+        let first = match wh.dry_run_bytes(s).await {
             Ok(None) => return None,
-            Ok(Some(b)) => {
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+        };
+        let second = match first {
+            Ok(b) => Ok((b, false)),
+            Err(e) if against_prod(s) != *s => match wh.dry_run_bytes(&against_prod(s)).await {
+                Ok(b) => Ok((b.unwrap_or(0), true)),
+                Err(again) => Err(e.context(format!("against prod too: {again:#}"))),
+            },
+            Err(e) => Err(e),
+        };
+        match second {
+            Ok((b, prod)) => {
                 est.bytes += b;
                 est.statements_estimated += 1;
+                est.statements_estimated_against_prod += usize::from(prod);
             }
             Err(e) => {
                 tracing::debug!("no dry run of `{}`: {e:#}", s.lines().next().unwrap_or_default());
@@ -110,6 +130,9 @@ fn human_bytes(b: u64) -> String {
 
 fn bytes_text(e: &BytesEstimate) -> String {
     let mut t = format!("{} over {} statement{}", human_bytes(e.bytes), e.statements_estimated, super::run::plural(e.statements_estimated));
+    if e.statements_estimated_against_prod > 0 {
+        t.push_str(&format!(" ({} against the prod twins of what the build makes)", e.statements_estimated_against_prod));
+    }
     if e.statements_not_estimable > 0 {
         t.push_str(&format!(", +{} not estimable before the build", e.statements_not_estimable));
     }
@@ -173,7 +196,10 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
         };
         let mut plan = plan_of(session, &prepared, &prod, release_id, show_sql, &grants)?;
         if let Some(wh) = &warehouse_handle {
-            plan.bytes_estimate = estimate_bytes(&**wh, &plan.all_sql).await;
+            // tables the warehouse cannot replace in place (told now; decided after the build)
+            let (_, notes) = publish::recreate_where_layout_differs(&**wh, d, &prepared.changes, Some(&session.layout), false).await?;
+            plan.publish_notes.extend(notes);
+            plan.bytes_estimate = estimate_bytes(&**wh, d, &plan.all_sql, &prepared.locations).await;
         }
         plans.push(plan);
     }

@@ -47,7 +47,7 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
     for id in ledger::close_abandoned(&*wh).await? {
         eprintln!("airlock: release {id} was left running by a process that is gone; recorded as interrupted");
     }
-    let registry = crate::strategy::Registry::load(Some(&cfg.strategies_dir))?;
+    let registry = crate::strategy::Registry::load(Some(&cfg.strategies_dir))?.apply(&cfg.settings.deploy);
     let all = ledger::releases(&*wh).await?;
     let published: Vec<&Release> = all.iter().filter(|r| r.is_published()).collect();
     let Some(current) = published.last() else { bail!("no published release to roll back in {}", wh.describe()) };
@@ -155,6 +155,11 @@ async fn restore(cfg: &RunConfig, wh: Arc<dyn Warehouse>, guard: &LockGuard, to:
     // a rollback is a release, published through the journal like any other
     wh.execute(&ledger::insert_statement(d, &release)).await?;
     release.finished_at = Some(ledger::now());
+    // a table the warehouse cannot replace in place by its backup is dropped first, journaled
+    let (changes, layout_notes) = publish::recreate_where_layout_differs(&*wh, d, &changes, None, true).await?;
+    for note in layout_notes {
+        eprintln!("airlock: {note}");
+    }
     // privileges on prod are kept and checked as by any publish
     let (grants, grant_check) = crate::grants::before_publish(&*wh, &changes, &schemas, cfg.audit_database.as_ref().map(|a| a.prod.as_str())).await?;
     let mut plan = publish::plan(&strategy, d, &release, &changes, &[], None, &grants)?;

@@ -24,9 +24,11 @@ pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::p
     let started = Instant::now();
     let command = if publish { "deploy" } else { "build" };
     // a strategy that cannot run on this selection is refused before anything is written
-    crate::prepare::scoped_selection(session, session.registry.get(&session.cfg.strategy)?)?;
+    let selected = crate::prepare::scoped_selection(session, session.registry.get(&session.cfg.strategy)?)?;
     let wh = Arc::new(Recording::new(session.open_warehouse(false)?));
     let dyn_wh: Arc<dyn Warehouse> = wh.clone();
+    // what the run reads but never creates must be there before anything is written
+    dyn_wh.check_reads(&source_reads(session, &selected)).await?;
     let guard = LockGuard::acquire(dyn_wh.clone(), command).await?;
     let interrupt = Interrupt::install(dyn_wh.clone())?;
     let mut release = None;
@@ -39,6 +41,21 @@ pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::p
     let status = result?;
     unlocked?;
     Ok(status)
+}
+
+/// The sources the selection reads: (what, schema, table).
+fn source_reads(session: &Session, selected: &std::collections::BTreeSet<crate::project::NodeId>) -> Vec<(String, String, String)> {
+    let project = session.project();
+    let sources: std::collections::BTreeSet<&crate::project::NodeId> =
+        selected.iter().flat_map(|id| project.node(id).depends_on.iter()).filter(|d| project.node(d).kind == NodeKind::Source).collect();
+    sources
+        .into_iter()
+        .map(|id| {
+            let node = project.node(id);
+            let rel = session.layout.source_relation(node);
+            (format!("source '{}' ({})", node.name, node.path.display()), rel.schema, rel.identifier)
+        })
+        .collect()
 }
 
 /// Whatever ended the run, the release row gets a final status: `failed` for
@@ -236,7 +253,12 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
     let cfg = &session.cfg;
     let strategy = prepared.strategy;
     let dialect = session.layout.dialect;
-    let changes = &prepared.changes;
+    // a table the warehouse cannot replace in place is dropped first, journaled
+    let (changes, layout_notes) = publish::recreate_where_layout_differs(&**wh, dialect, &prepared.changes, Some(&session.layout), true).await?;
+    let changes = &changes;
+    for note in layout_notes {
+        eprintln!("airlock: {note}");
+    }
     r.finished_at = Some(ledger::now());
     r.backup_schema = Some(publish::backup_schema(dialect, r.id));
     r.published = changes.len() as i64;

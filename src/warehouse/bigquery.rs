@@ -317,6 +317,7 @@ impl BigQuery {
     /// A job's error with what to fix where BigQuery's words point at the profile.
     fn hint(&self, e: anyhow::Error, reason: Option<&str>, message: Option<&str>) -> anyhow::Error {
         match reason {
+            Some("bytesBilledLimitExceeded") => e.context(self.bytes_billed_hint()),
             Some("accessDenied") => e.context(format!("the credentials of {} lack a permission on project '{}'", self.origin, self.settings.project)),
             Some("notFound") if message.is_some_and(|m| m.contains("Project")) => {
                 e.context(format!("the project '{}' named in {} does not exist, or these credentials may not use it", self.settings.project, self.origin))
@@ -336,6 +337,7 @@ impl BigQuery {
                 match reason.as_str() {
                     "notFound" if err.message.contains("Project") => anyhow!("{text} (the project '{}' named in {} does not exist, or these credentials may not use it)", self.settings.project, self.origin),
                     "accessDenied" => anyhow!("{text} (the credentials of {} lack this permission on project '{}')", self.origin, self.settings.project),
+                    "bytesBilledLimitExceeded" => anyhow!("{text}").context(self.bytes_billed_hint()),
                     "invalid" | "authError" if err.code == 401 => anyhow!("{text} (the credentials of {} were refused)", self.origin),
                     _ => anyhow!("{text}"),
                 }
@@ -343,6 +345,11 @@ impl BigQuery {
             BQError::AuthError(_) | BQError::YupAuthError(_) | BQError::NoToken => anyhow!("BigQuery sign-in failed for project '{}' ({}): {}", self.settings.project, self.origin, redact(&e.to_string())),
             other => anyhow!("BigQuery request failed: {}", redact(&chain(other))),
         }
+    }
+
+    fn bytes_billed_hint(&self) -> String {
+        let limit = self.settings.maximum_bytes_billed.map(|b| b.to_string()).unwrap_or_else(|| "?".into());
+        format!("the query would bill more than maximum_bytes_billed = {limit} in {}; the job did not run (raise the limit to run it)", self.origin)
     }
 
     async fn query_statement(&self, stmt: &Statement) -> Result<Rows> {
@@ -736,6 +743,52 @@ impl Warehouse for BigQuery {
         self.dry_run(sql).await.map(Some)
     }
 
+    async fn check_reads(&self, reads: &[(String, String, String)]) -> Result<()> {
+        // one INFORMATION_SCHEMA read per dataset: notFound is a dataset that does not exist
+        let mut datasets: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
+        for (what, schema, name) in reads {
+            datasets.entry(schema.as_str()).or_default().push((what.as_str(), name.as_str()));
+        }
+        let mut missing = Vec::new();
+        for (dataset, tables) in datasets {
+            let sql = format!("SELECT table_name FROM {}.INFORMATION_SCHEMA.TABLES", D.quote(dataset));
+            let found: Vec<String> = match self.query_statement(&Statement::new(sql)).await {
+                Ok(rows) => rows.rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect(),
+                Err(e) if format!("{e:#}").contains("(notFound") && !format!("{e:#}").contains("Project") => {
+                    let whats: Vec<&str> = tables.iter().map(|(w, _)| *w).collect();
+                    missing.push(format!("{} reads dataset '{dataset}', which does not exist in BigQuery project '{}'", whats.join(", "), self.settings.project));
+                    continue;
+                }
+                // the project itself: its error says so, and names the profile
+                Err(e) if format!("{e:#}").contains("Not found: Project") => return Err(e),
+                Err(e) => return Err(e.context(format!("checking that dataset '{dataset}' exists in BigQuery project '{}' ({})", self.settings.project, self.origin))),
+            };
+            for (what, name) in tables {
+                if !found.iter().any(|f| f == name) {
+                    missing.push(format!("{what} reads table '{dataset}.{name}', which does not exist in BigQuery project '{}'", self.settings.project));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            anyhow::bail!("{} (checked before anything was written; nothing was)", missing.join("; "));
+        }
+        Ok(())
+    }
+
+    async fn table_layouts(&self, schema: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let sql = format!(
+            "SELECT table_name, column_name, is_partitioning_column, clustering_ordinal_position FROM {}.INFORMATION_SCHEMA.COLUMNS \
+             WHERE is_partitioning_column = 'YES' OR clustering_ordinal_position IS NOT NULL ORDER BY table_name, clustering_ordinal_position",
+            D.quote(schema)
+        );
+        let rows = match self.query_statement(&Statement::new(sql)).await {
+            Ok(rows) => rows,
+            Err(e) if format!("{e:#}").contains("(notFound") => return Ok(Default::default()),
+            Err(e) => return Err(e.context(format!("reading the partitioning and clustering of dataset {schema}"))),
+        };
+        Ok(layouts_of(&rows.rows))
+    }
+
     async fn cancel(&self) {
         let jobs: Vec<String> = self.in_flight.lock().expect("in-flight poisoned").drain().map(|(_, j)| j).collect();
         let Some(client) = self.client.get() else { return };
@@ -790,6 +843,37 @@ fn same_holder(row: &str, ours: &str) -> bool {
         (Ok(a), Ok(b)) => (a.pid, &a.host, &a.started_at, &a.command, a.release) == (b.pid, &b.host, &b.started_at, &b.command, b.release),
         _ => false,
     }
+}
+
+/// Rows of (table, column, is_partitioning_column, clustering_ordinal_position)
+/// as each table's layout: `partition by d; cluster by a, b`.
+fn layouts_of(rows: &[Vec<Option<String>>]) -> std::collections::BTreeMap<String, String> {
+    let mut parts: std::collections::BTreeMap<String, (Vec<String>, Vec<(u32, String)>)> = Default::default();
+    for r in rows {
+        let cell = |i: usize| r.get(i).cloned().flatten();
+        let (Some(table), Some(column)) = (cell(0), cell(1)) else { continue };
+        let entry = parts.entry(table).or_default();
+        if cell(2).as_deref() == Some("YES") {
+            entry.0.push(column.clone());
+        }
+        if let Some(n) = cell(3).and_then(|n| n.parse().ok()) {
+            entry.1.push((n, column));
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(table, (partition, mut cluster))| {
+            cluster.sort();
+            let mut text = Vec::new();
+            if !partition.is_empty() {
+                text.push(format!("partition by {}", partition.join(", ")));
+            }
+            if !cluster.is_empty() {
+                text.push(format!("cluster by {}", cluster.into_iter().map(|(_, c)| c).collect::<Vec<_>>().join(", ")));
+            }
+            (table, text.join("; "))
+        })
+        .collect()
 }
 
 fn has_temp_table(sql: &str) -> bool {
@@ -860,6 +944,15 @@ mod tests {
         assert_eq!(ctas_target("CREATE SNAPSHOT TABLE `s`.`t` CLONE `s`.`u`"), None);
         assert_eq!(ctas_target("CREATE OR REPLACE VIEW `s`.`v` AS SELECT 1"), None);
         assert_eq!(ctas_target("INSERT INTO `s`.`t` SELECT 1"), None);
+    }
+
+    #[test]
+    fn layouts_name_partitioning_then_clustering_in_order() {
+        let row = |t: &str, c: &str, p: &str, o: Option<&str>| vec![Some(t.to_string()), Some(c.to_string()), Some(p.to_string()), o.map(str::to_string)];
+        let rows = vec![row("a", "s", "NO", Some("2")), row("a", "d", "YES", None), row("a", "x", "NO", Some("1")), row("b", "d", "YES", None)];
+        let layouts = layouts_of(&rows);
+        assert_eq!(layouts["a"], "partition by d; cluster by x, s");
+        assert_eq!(layouts["b"], "partition by d");
     }
 
     #[test]

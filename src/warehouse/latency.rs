@@ -101,4 +101,10 @@ impl Warehouse for Latency {
     async fn dry_run_bytes(&self, sql: &str) -> Result<Option<u64>> {
         self.inner.dry_run_bytes(sql).await
     }
+    async fn check_reads(&self, reads: &[(String, String, String)]) -> Result<()> {
+        self.inner.check_reads(reads).await
+    }
+    async fn table_layouts(&self, schema: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        self.inner.table_layouts(schema).await
+    }
 }

@@ -140,6 +140,20 @@ pub trait Warehouse: Send + Sync {
     async fn dry_run_bytes(&self, _sql: &str) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Check, before anything is written, that the relations a run reads
+    /// but does not create (sources) can be found: an error names each one
+    /// that cannot, and where it was looked for. `reads`: (what, schema,
+    /// name), `what` as a person knows it (`source 'landing.shipments'`).
+    /// Nothing is checked where the warehouse does not say.
+    async fn check_reads(&self, _reads: &[(String, String, String)]) -> Result<()> {
+        Ok(())
+    }
+    /// The partitioning and clustering of each table in `schema` that has
+    /// any (`partition by d; cluster by a, b`), where the warehouse has them
+    /// and refuses to replace a table by one laid out differently (BigQuery).
+    async fn table_layouts(&self, _schema: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(Default::default())
+    }
 }
 
 /// The warehouse a profile names. `read_only`: plan and history, which never
@@ -285,5 +299,11 @@ impl Warehouse for Recording {
     }
     async fn dry_run_bytes(&self, sql: &str) -> Result<Option<u64>> {
         self.inner.dry_run_bytes(sql).await
+    }
+    async fn check_reads(&self, reads: &[(String, String, String)]) -> Result<()> {
+        self.inner.check_reads(reads).await
+    }
+    async fn table_layouts(&self, schema: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        self.inner.table_layouts(schema).await
     }
 }

@@ -167,6 +167,23 @@ pub fn jobs() -> Vec<(String, String)> {
     call(serde_json::json!({ "jobs": true }).to_string(), "jobs.list").remove(0).into_iter().map(|r| (r[0].clone(), r[1].clone())).collect()
 }
 
+/// Each table of `dataset` with its expiration (seconds since the epoch), as
+/// tables.get reports it; None for a table that never expires.
+pub fn expirations(dataset: &str) -> Vec<(String, Option<f64>)> {
+    call(serde_json::json!({ "expires": dataset }).to_string(), "tables.get")
+        .remove(0)
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().ok()))
+        .collect()
+}
+
+/// The emulator's test hooks: `in_flight` (slow jobs waiting), `cancelled`
+/// (job ids jobs.cancel named), `flaked` (markers failed once).
+pub fn hooks() -> serde_json::Value {
+    let rows = call(serde_json::json!({ "hooks": true }).to_string(), "hooks");
+    serde_json::from_str(&rows[0][0][0]).expect("hooks are JSON")
+}
+
 /// The rows of one query.
 pub fn query(statement: &str) -> Vec<Vec<String>> {
     sql(&[statement]).remove(0)
@@ -197,6 +214,18 @@ for line in sys.stdin:
     try:
         if req.get("jobs"):
             out = [[j.job_id, getattr(j, "query", None) or ""] for j in client.list_jobs(all_users=True)]
+            print(json.dumps({"rows": [out]}), flush=True)
+            continue
+        if req.get("hooks"):
+            import urllib.request
+            with urllib.request.urlopen(endpoint + "/airlock-emulator/hooks", timeout=30) as r:
+                print(json.dumps({"rows": [[[r.read().decode()]]]}), flush=True)
+            continue
+        if req.get("expires"):
+            out = []
+            for t in client.list_tables(req["expires"]):
+                expires = client.get_table(t).expires
+                out.append([t.table_id, "NULL" if expires is None else str(expires.timestamp())])
             print(json.dumps({"rows": [out]}), flush=True)
             continue
         if req.get("reset"):

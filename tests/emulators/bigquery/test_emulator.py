@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from google.cloud import bigquery
 
 HERE = Path(__file__).resolve().parent
 DENIED = "airlock_denied_"  # server.py's DENIED_PREFIX
-STATUS_OF_CODE = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
+STATUS_OF_CODE = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
+                  429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
 
 
 # --------------------------------------------------------------------------- lifecycle helpers
@@ -290,6 +292,16 @@ def test_information_schema_views_gives_a_definition_that_recreates_the_view(cli
     assert values(client, f"SELECT a, currency, c, d FROM {ds}.w") == [(1, "EUR", "it's", "back\\slash")]
 
 
+def test_information_schema_of_a_missing_dataset_is_not_found(client, api, ds):
+    """A dataset-qualified INFORMATION_SCHEMA view of a dataset that does not
+    exist fails notFound ("Not found: Dataset p:d was not found in location
+    US"); of an existing empty dataset it has no rows."""
+    error = assert_bigquery_error(jobs_query(api, "SELECT table_name FROM `no_such_ds`.INFORMATION_SCHEMA.TABLES"), 404, "notFound")
+    assert error["message"] == f"Not found: Dataset {client.project}:no_such_ds was not found in location US"
+    assert_bigquery_error(jobs_query(api, "SELECT * FROM no_such_ds.INFORMATION_SCHEMA.COLUMNS"), 404, "notFound")
+    assert values(client, f"SELECT table_name FROM `{ds}`.INFORMATION_SCHEMA.TABLES") == []
+
+
 def test_tables_get_and_list_use_the_rest_table_types(client, ds):
     """REST Table.type is TABLE, VIEW, SNAPSHOT, ...: it has no CLONE, a
     clone is a TABLE (tables.get and tables.list)."""
@@ -377,18 +389,118 @@ def test_a_rolled_back_transaction_changes_nothing(client, ds):
 def test_a_dry_run_validates_without_running(client, api, ds):
     """dryRun: the query is validated and its schema and byte estimate
     returned, but it does not run (a dry-run CREATE creates nothing); an
-    invalid query answers its error. The emulator's estimate is always 0."""
+    invalid query, or one reading a table that does not exist, answers its
+    error (a CREATE ... AS SELECT too). The estimate (an emulation) is the
+    logical size of the tables read: INT64 8 bytes, STRING 2 + its length
+    (BigQuery's data size rules), every column counted."""
     client.query_and_wait(f"CREATE TABLE {ds}.t AS SELECT 1 AS id, 'x' AS name")
     selected = jobs_query(api, f"SELECT id, name FROM {ds}.t", dryRun=True)
     assert selected.status_code == 200, selected.text
     assert [f["name"] for f in selected.json()["schema"]["fields"]] == ["id", "name"]
-    assert selected.json()["totalBytesProcessed"] == "0"
+    assert selected.json()["totalBytesProcessed"] == str(8 + 2 + 1)
 
     assert jobs_query(api, f"CREATE TABLE {ds}.new AS SELECT 1 AS id", dryRun=True).status_code == 200
     assert requests.get(f"{api}/datasets/{ds}/tables/new", timeout=30).status_code == 404
     assert_bigquery_error(jobs_query(api, f"SELECT * FROM {ds}.missing", dryRun=True), 404, "notFound")
+    # a statement that creates from a missing table too (bqemulator alone says 200)
+    missing = assert_bigquery_error(jobs_query(api, f"CREATE TABLE {ds}.new AS SELECT * FROM {ds}.missing", dryRun=True),
+                                    404, "notFound")
+    assert missing["message"].startswith(f"Not found: Table {client.project}:{ds}.missing")
     job = client.query(f"SELECT id FROM {ds}.t", job_config=bigquery.QueryJobConfig(dry_run=True))
-    assert job.total_bytes_processed == 0
+    assert job.total_bytes_processed == 11
+
+
+def test_dry_run_bytes_follow_the_tables_a_statement_reads(client, api, ds):
+    """Bytes processed grow with the data read: a view counts as the tables it
+    reads, a CREATE ... AS SELECT as its SELECT; a clone, a snapshot, a
+    CREATE VIEW and INSERT ... VALUES read nothing (BigQuery: clones and snapshots are free to
+    create; DML bills the tables it reads)."""
+    client.query_and_wait(f"CREATE TABLE {ds}.t AS SELECT n AS id FROM UNNEST(GENERATE_ARRAY(1, 100)) AS n")
+    client.query_and_wait(f"CREATE VIEW {ds}.v AS SELECT id FROM {ds}.t")
+
+    def dry(sql: str) -> int:
+        answer = jobs_query(api, sql, dryRun=True)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["totalBytesProcessed"])
+
+    assert client.get_table(f"{ds}.v").view_query.strip() == f"SELECT id FROM {ds}.t"
+    assert dry(f"SELECT id FROM {ds}.t") == 800
+    assert dry(f"SELECT id FROM {ds}.v") == 800
+    assert dry(f"CREATE OR REPLACE TABLE {ds}.u AS SELECT a.id FROM {ds}.t a JOIN {ds}.v b USING (id)") == 1600
+    assert dry(f"CREATE OR REPLACE TABLE {ds}.u CLONE {ds}.t") == 0
+    assert dry(f"INSERT INTO {ds}.t (id) VALUES (1)") == 0
+    assert dry(f"CREATE OR REPLACE VIEW {ds}.w AS SELECT id FROM {ds}.t") == 0
+
+
+def test_maximum_bytes_billed_fails_a_query_that_would_bill_more(client, api, ds):
+    """maximumBytesBilled: a query whose bytes billed would exceed it fails
+    without running, reason bytesBilledLimitExceeded, "Query exceeded limit
+    for bytes billed: N. M or higher required." Bytes billed (on-demand) are
+    at least 10 MB per table referenced, rounded up to the MB; a query that
+    reads no table bills nothing."""
+    client.query_and_wait(f"CREATE TABLE {ds}.a AS SELECT 1 AS id")
+    client.query_and_wait(f"CREATE TABLE {ds}.b AS SELECT 1 AS id")
+    ten_mb = 10 * 1024 * 1024
+    limit = {"maximumBytesBilled": str(ten_mb)}
+    assert jobs_query(api, f"SELECT id FROM {ds}.a", **limit).status_code == 200
+    assert jobs_query(api, "SELECT 1", maximumBytesBilled="1").status_code == 200
+    error = assert_bigquery_error(jobs_query(api, f"SELECT * FROM {ds}.a JOIN {ds}.b USING (id)", **limit),
+                                  400, "bytesBilledLimitExceeded")
+    assert error["message"] == f"Query exceeded limit for bytes billed: {ten_mb}. {2 * ten_mb} or higher required."
+    # through jobs.insert: the job ends DONE with that errorResult, and wrote nothing
+    job = client.query(f"CREATE TABLE {ds}.c AS SELECT * FROM {ds}.a JOIN {ds}.b USING (id)",
+                       job_config=bigquery.QueryJobConfig(maximum_bytes_billed=ten_mb))
+    # (the Python client knows no exception for this reason: it raises a 500)
+    with pytest.raises(exceptions.GoogleAPICallError, match="exceeded limit for bytes billed"):
+        job.result()
+    assert requests.get(f"{api}/datasets/{ds}/tables/c", timeout=30).status_code == 404
+
+
+def test_replacing_a_table_with_a_different_partitioning_is_refused(client, api, ds):
+    """CREATE OR REPLACE TABLE cannot change a table's partitioning: 400
+    invalidQuery "Cannot replace a table with a different partitioning spec.
+    Instead, DROP the table, and then recreate it. ...", whether the new
+    table is a CLONE or a query; the table is left as it was. DROP then
+    CREATE ... CLONE works."""
+    client.query_and_wait(f"CREATE TABLE {ds}.p (id INT64, d DATE) PARTITION BY d")
+    client.query_and_wait(f"INSERT INTO {ds}.p VALUES (1, DATE '2024-01-01')")
+    client.query_and_wait(f"CREATE TABLE {ds}.flat (id INT64, d DATE)")
+    for sql in (f"CREATE OR REPLACE TABLE {ds}.p CLONE {ds}.flat",
+                f"CREATE OR REPLACE TABLE {ds}.p AS SELECT * FROM {ds}.flat"):
+        error = assert_bigquery_error(jobs_query(api, sql), 400, "invalidQuery")
+        assert error["message"].startswith("Cannot replace a table with a different partitioning spec."), error
+        assert "existing spec is interval(type:day,field:d)" in error["message"]
+        assert values(client, f"SELECT id FROM {ds}.p") == [(1,)]
+    # the same partitioning replaces; so does DROP, then CLONE
+    client.query_and_wait(f"CREATE OR REPLACE TABLE {ds}.p PARTITION BY d AS SELECT * FROM {ds}.p")
+    client.query_and_wait(f"DROP TABLE {ds}.p")
+    client.query_and_wait(f"CREATE TABLE {ds}.p CLONE {ds}.flat")
+    assert client.get_table(f"{ds}.p").time_partitioning is None
+
+
+def test_a_snapshot_with_an_expiration_expires(client, api, ds):
+    """CREATE SNAPSHOT TABLE ... OPTIONS(expiration_timestamp = ...): tables.get
+    reports expirationTime (ms since the epoch), and BigQuery deletes the
+    snapshot once that time has passed. bqemulator cannot parse the OPTIONS;
+    the layer records them (TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL n
+    unit) or a TIMESTAMP literal) and refuses any other expression."""
+    client.query_and_wait(f"CREATE TABLE {ds}.base AS SELECT 1 AS id")
+    client.query_and_wait(f"CREATE SNAPSHOT TABLE {ds}.month CLONE {ds}.base "
+                          f"OPTIONS(expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 30 DAY))")
+    month = client.get_table(f"{ds}.month")
+    assert month.table_type == "SNAPSHOT"
+    assert abs(month.expires.timestamp() - (time.time() + 30 * 86400)) < 60
+    client.query_and_wait(f"CREATE SNAPSHOT TABLE {ds}.fixed CLONE {ds}.base "
+                          f"OPTIONS(expiration_timestamp = TIMESTAMP '2099-01-01 00:00:00 UTC')")
+    assert client.get_table(f"{ds}.fixed").expires.year == 2099
+    client.query_and_wait(f"CREATE SNAPSHOT TABLE {ds}.brief CLONE {ds}.base "
+                          f"OPTIONS(expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 SECOND))")
+    assert values(client, f"SELECT id FROM {ds}.brief") == [(1,)]
+    time.sleep(1.5)
+    assert requests.get(f"{api}/datasets/{ds}/tables/brief", timeout=30).status_code == 404
+    assert values(client, f"SELECT id FROM {ds}.month") == [(1,)]
+    assert_bigquery_error(jobs_query(api, f"CREATE SNAPSHOT TABLE {ds}.odd CLONE {ds}.base "
+                                          f"OPTIONS(expiration_timestamp = NULL)"), 400, "invalidQuery")
 
 
 def test_a_gzipped_request_body_is_understood(api):
@@ -400,3 +512,45 @@ def test_a_gzipped_request_body_is_understood(api):
     assert response.status_code == 200, response.text
     assert response.json()["rows"] == [{"f": [{"v": "42"}]}]
 
+
+
+# --------------------------------------------------------------------------- test hooks
+
+
+def test_a_flaky_marker_fails_once_then_runs(api, emulator):
+    """Hook: `airlock_flaky_503_<id>` / `_429_`: the first request holding the
+    marker answers 503 backendError / 429 rateLimitExceeded (what BigQuery
+    answers when it asks to be retried), every later one runs."""
+    marker = f"airlock_flaky_503_{uuid.uuid4().hex[:8]}"
+    assert_bigquery_error(jobs_query(api, f"SELECT '{marker}' AS m"), 503, "backendError")
+    again = jobs_query(api, f"SELECT '{marker}' AS m")
+    assert again.status_code == 200 and again.json()["rows"] == [{"f": [{"v": marker}]}], again.text
+    limited = f"airlock_flaky_429_{uuid.uuid4().hex[:8]}"
+    assert_bigquery_error(jobs_query(api, f"SELECT '{limited}' AS m"), 429, "rateLimitExceeded")
+    assert jobs_query(api, f"SELECT '{limited}' AS m").status_code == 200
+    hooks = requests.get(f"{emulator['BIGQUERY_ENDPOINT']}/airlock-emulator/hooks", timeout=30).json()
+    assert marker in hooks["flaked"] and limited in hooks["flaked"]
+
+
+def test_a_slow_job_is_in_flight_until_cancelled(api, emulator):
+    """Hook: `airlock_slow_<n>ms` keeps a job in flight for n ms; jobs.cancel
+    (BigQuery: 200, a jobCancelResponse) is recorded and ends the job with
+    reason `stopped`."""
+    import threading
+    hooks_url = f"{emulator['BIGQUERY_ENDPOINT']}/airlock-emulator/hooks"
+    job_id = f"slow_{uuid.uuid4().hex[:8]}"
+    answer: dict = {}
+    body = {"jobReference": {"jobId": job_id},
+            "configuration": {"query": {"query": "SELECT 'airlock_slow_20000ms' AS m", "useLegacySql": False}}}
+    insert = threading.Thread(target=lambda: answer.update(requests.post(f"{api}/jobs", json=body, timeout=60).json()))
+    insert.start()
+    for _ in range(100):
+        if job_id in requests.get(hooks_url, timeout=30).json()["in_flight"]:
+            break
+        time.sleep(0.05)
+    cancelled = requests.post(f"{api}/jobs/{job_id}/cancel", timeout=30)
+    assert cancelled.status_code == 200 and cancelled.json()["kind"] == "bigquery#jobCancelResponse", cancelled.text
+    insert.join(timeout=10)
+    assert answer["status"]["errorResult"]["reason"] == "stopped", answer
+    hooks = requests.get(hooks_url, timeout=30).json()
+    assert job_id in hooks["cancelled"] and job_id not in hooks["in_flight"]
