@@ -229,6 +229,26 @@ struct Invocation {
 }
 
 impl Invocation {
+    /// What one JSON event tells: the invocation id (its first), dbt's
+    /// version, an error message.
+    fn note(&mut self, event: &Value) {
+        let info = event.get("info");
+        let name = info.and_then(|i| i.get("name")).and_then(Value::as_str).unwrap_or_default();
+        if self.invocation_id.is_none() {
+            self.invocation_id = info.and_then(|i| i.get("invocation_id")).and_then(Value::as_str).map(str::to_string);
+        }
+        if name == "MainReportVersion" {
+            self.version = event.pointer("/data/version").and_then(Value::as_str).map(|v| v.trim_start_matches('=').to_string());
+        }
+        if info.and_then(|i| i.get("level")).and_then(Value::as_str) == Some("error") {
+            if let Some(msg) = info.and_then(|i| i.get("msg")).and_then(Value::as_str) {
+                if !msg.trim().is_empty() {
+                    self.errors.push(msg.trim_end().to_string());
+                }
+            }
+        }
+    }
+
     fn message(&self) -> String {
         let text = self.errors.join("\n");
         if text.trim().is_empty() {
@@ -286,61 +306,11 @@ impl Dbt {
     }
 
     /// Run dbt to its end, reading its JSON events; `on_event` sees each.
-    fn run(&self, mut cmd: Command, mut on_event: impl FnMut(&Value)) -> Result<Invocation> {
+    /// A dbt that reports a version the builder does not support is an error.
+    fn run(&self, cmd: Command, on_event: impl FnMut(&Value)) -> Result<Invocation> {
         let shown = self.exe.display().to_string();
-        let mut child = cmd.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow!("dbt not found: cannot run '{shown}' ({e}); install dbt-core with the adapter of your profile, or name it with --dbt PATH")
-            } else {
-                anyhow!("cannot run dbt '{shown}': {e}")
-            }
-        })?;
-        let mut stderr = child.stderr.take().expect("piped");
-        let err_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let mut inv = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
-        let stdout = child.stdout.take().expect("piped");
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            match serde_json::from_str::<Value>(&line) {
-                Ok(event) => {
-                    let info = event.get("info");
-                    let name = info.and_then(|i| i.get("name")).and_then(Value::as_str).unwrap_or_default();
-                    if inv.invocation_id.is_none() {
-                        inv.invocation_id = info.and_then(|i| i.get("invocation_id")).and_then(Value::as_str).map(str::to_string);
-                    }
-                    if name == "MainReportVersion" {
-                        inv.version = event.pointer("/data/version").and_then(Value::as_str).map(|v| v.trim_start_matches('=').to_string());
-                    }
-                    if info.and_then(|i| i.get("level")).and_then(Value::as_str) == Some("error") {
-                        if let Some(msg) = info.and_then(|i| i.get("msg")).and_then(Value::as_str) {
-                            if !msg.trim().is_empty() {
-                                inv.errors.push(msg.trim_end().to_string());
-                            }
-                        }
-                    }
-                    on_event(&event);
-                }
-                Err(_) if !line.trim().is_empty() => inv.errors.push(line),
-                Err(_) => {}
-            }
-        }
-        let status = child.wait().with_context(|| format!("waiting for dbt '{shown}'"))?;
-        inv.code = status.code();
-        let err = err_thread.join().unwrap_or_default();
-        if !err.trim().is_empty() {
-            inv.errors.push(err.trim_end().to_string());
-        }
-        if let Some(v) = &inv.version {
-            if !supported(v) {
-                bail!("dbt {v} ('{shown}') is not a version the dbt builder supports ({SUPPORTED}); install one of those or use --builder native");
-            }
-        } else if inv.code != Some(0) && inv.errors.iter().any(|e| e.contains("No such command") || e.contains("Usage:")) {
-            bail!("'{shown}' does not look like dbt-core ({SUPPORTED}): {}", inv.message());
-        }
+        let inv = invoke(&shown, cmd, on_event)?;
+        check_version(&shown, &inv)?;
         Ok(inv)
     }
 
@@ -361,6 +331,122 @@ impl Dbt {
         }
         Ok(())
     }
+}
+
+/// Run a dbt command to its end, reading its JSON events (`--log-format
+/// json`); `on_event` sees each. `shown` names the executable in messages.
+fn invoke(shown: &str, mut cmd: Command, mut on_event: impl FnMut(&Value)) -> Result<Invocation> {
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!("dbt not found: cannot run '{shown}' ({e}); install dbt-core with the adapter of your profile, or name it with --dbt PATH")
+        } else {
+            anyhow!("cannot run dbt '{shown}': {e}")
+        }
+    })?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut inv = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<Value>(&line) {
+            Ok(event) => {
+                inv.note(&event);
+                on_event(&event);
+            }
+            Err(_) if !line.trim().is_empty() => inv.errors.push(line),
+            Err(_) => {}
+        }
+    }
+    let status = child.wait().with_context(|| format!("waiting for dbt '{shown}'"))?;
+    inv.code = status.code();
+    let err = err_thread.join().unwrap_or_default();
+    if !err.trim().is_empty() {
+        inv.errors.push(err.trim_end().to_string());
+    }
+    Ok(inv)
+}
+
+/// A dbt the builder does not support (its version, or not dbt-core at all)
+/// is an error naming it.
+fn check_version(shown: &str, inv: &Invocation) -> Result<()> {
+    if let Some(v) = &inv.version {
+        if !supported(v) {
+            bail!("dbt {v} ('{shown}') is not a version the dbt builder supports ({SUPPORTED}); install one of those or use --builder native");
+        }
+    } else if inv.code != Some(0) && inv.errors.iter().any(|e| e.contains("No such command") || e.contains("Usage:")) {
+        bail!("'{shown}' does not look like dbt-core ({SUPPORTED}): {}", inv.message());
+    }
+    Ok(())
+}
+
+/// What `airlock doctor` finds out about a dbt executable.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Probe {
+    /// as named (`--dbt`, else `dbt`)
+    pub executable: String,
+    /// where it was found (PATH searched for a bare name)
+    pub path: Option<String>,
+    /// the dbt-core version it reports
+    pub version: Option<String>,
+    pub supported: bool,
+    /// the dbt-core versions the builder supports
+    pub supported_versions: &'static str,
+    /// why it cannot be used, when it cannot
+    pub problem: Option<String>,
+}
+
+/// Find `exe` and ask its version with `dbt debug --config-dir`, which
+/// neither reads the project nor connects anywhere (`dbt --version` would
+/// ask PyPI for the latest release); its log goes to a temporary folder.
+pub fn probe(exe: &Path) -> Probe {
+    let shown = exe.display().to_string();
+    let mut out = Probe { executable: shown.clone(), path: None, version: None, supported: false, supported_versions: SUPPORTED, problem: None };
+    let Some(path) = find_executable(exe) else {
+        out.problem = Some(format!("not found: no executable '{shown}'{}; install dbt-core with the adapter of your profile, or name it with --dbt PATH", if exe.components().count() > 1 { "" } else { " on PATH" }));
+        return out;
+    };
+    out.path = Some(path.display().to_string());
+    let asked = TempDir::new().and_then(|dir| {
+        let mut cmd = Command::new(&path);
+        cmd.args(["debug", "--config-dir", "--log-format", "json", "--no-use-colors", "--log-level-file", "none", "--log-path"])
+            .arg(&dir.0)
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if std::env::var_os("DBT_SEND_ANONYMOUS_USAGE_STATS").is_none() {
+            cmd.env("DBT_SEND_ANONYMOUS_USAGE_STATS", "False");
+        }
+        invoke(&shown, cmd, |_| {})
+    });
+    match asked {
+        Err(e) => out.problem = Some(format!("{e:#}")),
+        Ok(inv) => {
+            out.version = inv.version.clone();
+            out.supported = inv.version.as_deref().is_some_and(supported);
+            if let Err(e) = check_version(&shown, &inv) {
+                out.problem = Some(format!("{e:#}"));
+            } else if inv.version.is_none() {
+                out.problem = Some(format!("'{shown}' reported no dbt version: {}", inv.message()));
+            }
+        }
+    }
+    out
+}
+
+/// `exe` itself when it names a path, else the first match on PATH.
+fn find_executable(exe: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if exe.components().count() > 1 {
+        return runnable(exe).then(|| exe.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(exe)).find(|p| runnable(p))
 }
 
 /// The user's profiles.yml with the chosen target's schema replaced by the
