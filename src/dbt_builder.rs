@@ -6,7 +6,7 @@
 //! reads `run_results.json`; anything it cannot read blocks.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -217,6 +217,8 @@ struct Dbt {
     /// where each target's artifacts go (kept between runs: dbt's partial parsing)
     audit_path: PathBuf,
     prod_path: PathBuf,
+    /// the prod target's views compiled while the audit build runs
+    views_path: PathBuf,
 }
 
 /// What one dbt invocation said.
@@ -277,32 +279,40 @@ impl Dbt {
             vars,
             audit_path: artifacts.join("audit"),
             prod_path: artifacts.join("prod"),
+            views_path: artifacts.join("prod-views"),
         })
     }
 
     fn command(&self, sub: &str, audit: bool) -> Command {
-        let mut cmd = Command::new(&self.exe);
-        let profiles = if audit { &self.audit_profiles.0 } else { &self.prod_profiles };
         let path = if audit { &self.audit_path } else { &self.prod_path };
-        cmd.arg(sub)
-            .arg("--project-dir")
-            .arg(&self.project_dir)
-            .arg("--profiles-dir")
-            .arg(profiles)
-            .arg("--target")
-            .arg(&self.target)
-            .arg("--target-path")
-            .arg(path)
-            .args(["--log-format", "json", "--no-use-colors"]);
+        self.command_at(sub, audit, path)
+    }
+
+    /// dbt's arguments for `sub` on the audit or the prod target, artifacts in `path`.
+    fn args(&self, sub: &str, audit: bool, path: &Path) -> Vec<String> {
+        let profiles = if audit { &self.audit_profiles.0 } else { &self.prod_profiles };
+        let mut args: Vec<String> = vec![sub.into(), "--project-dir".into(), self.project_dir.display().to_string(), "--profiles-dir".into(), profiles.display().to_string()];
+        args.extend(["--target".into(), self.target.clone(), "--target-path".into(), path.display().to_string()]);
+        args.extend(["--log-format".into(), "json".into(), "--no-use-colors".into()]);
         if let Some(vars) = &self.vars {
-            cmd.arg("--vars").arg(vars);
+            args.extend(["--vars".into(), vars.clone()]);
         }
+        args
+    }
+
+    fn command_at(&self, sub: &str, audit: bool, path: &Path) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(self.args(sub, audit, path));
+        self.environment(&mut cmd);
+        cmd
+    }
+
+    fn environment(&self, cmd: &mut Command) {
         // no network here or there: dbt's usage ping would only wait
         if std::env::var_os("DBT_SEND_ANONYMOUS_USAGE_STATS").is_none() {
             cmd.env("DBT_SEND_ANONYMOUS_USAGE_STATS", "False");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
     }
 
     /// Run dbt to its end, reading its JSON events; `on_event` sees each.
@@ -331,7 +341,161 @@ impl Dbt {
         }
         Ok(())
     }
+
+    /// The Python that runs this dbt, from the executable's `#!` line (pip,
+    /// pipx and venvs write one); None for anything else.
+    fn interpreter(&self) -> Option<Vec<String>> {
+        let path = find_executable(&self.exe)?;
+        let mut head = [0u8; 512];
+        let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+        let first = std::str::from_utf8(&head[..n]).ok()?.lines().next()?.strip_prefix("#!")?;
+        let words: Vec<String> = first.split_whitespace().map(str::to_string).collect();
+        let program = if words.first()?.ends_with("/env") { words.get(1)? } else { words.first()? };
+        program.rsplit('/').next()?.starts_with("python").then_some(words)
+    }
+
+    /// Start the audit target's parse, and keep the process for its build:
+    /// one dbt start instead of two, and the build runs on the parsed
+    /// manifest instead of parsing again (dbt's Python API, `dbtRunner`).
+    /// None when this dbt cannot be driven so (no Python `#!` line, no
+    /// `dbtRunner`): the caller runs `dbt parse` and `dbt build` instead.
+    fn start_audit(&self, build_args: &[String]) -> Result<Option<AuditRun>> {
+        let Some(python) = self.interpreter() else { return Ok(None) };
+        let shown = self.exe.display().to_string();
+        let mut build = self.args("build", true, &self.audit_path);
+        build.extend(build_args.iter().cloned());
+        let mut cmd = Command::new(&python[0]);
+        cmd.args(&python[1..]).arg("-c").arg(DRIVER).arg(serde_json::to_string(&self.args("parse", true, &self.audit_path))?).arg(serde_json::to_string(&build)?);
+        self.environment(&mut cmd);
+        cmd.stdin(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::debug!("cannot start {}: {e}; running dbt's commands one by one", python[0]);
+                return Ok(None);
+            }
+        };
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let mut run = AuditRun { stdin: child.stdin.take(), lines: BufReader::new(child.stdout.take().expect("piped")).lines(), child, err_thread: Some(err_thread), shown };
+        let mut parse = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
+        let said = run.read_until(&mut parse, |_| {});
+        match said.as_ref().and_then(|v| v.get("airlock")).and_then(Value::as_str) {
+            Some("parsed") if said.as_ref().and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true) => {
+                check_version(&run.shown, &parse)?;
+                Ok(Some(run))
+            }
+            Some("unavailable") => {
+                let why = said.as_ref().and_then(|v| v.get("why")).and_then(Value::as_str).unwrap_or("?").to_string();
+                tracing::debug!("{} cannot import dbtRunner ({why}); running dbt's commands one by one", python[0]);
+                Ok(None)
+            }
+            _ => {
+                run.end(&mut parse);
+                check_version(&run.shown, &parse)?;
+                bail!("dbt parse (the audit target '{}') failed:\n{}", self.target, parse.message())
+            }
+        }
+    }
 }
+
+/// The audit target's dbt process between its parse and its build (see
+/// [`Dbt::start_audit`]). Dropped without [`AuditRun::build`], it ends
+/// without building: the build needs an explicit go.
+struct AuditRun {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    err_thread: Option<std::thread::JoinHandle<String>>,
+    shown: String,
+}
+
+impl AuditRun {
+    /// dbt's events into `inv` and `on_event` up to the driver's next own
+    /// line (returned), or to the end of its output (None).
+    fn read_until(&mut self, inv: &mut Invocation, mut on_event: impl FnMut(&Value)) -> Option<Value> {
+        for line in self.lines.by_ref() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<Value>(&line) {
+                Ok(v) if v.get("airlock").is_some() => return Some(v),
+                Ok(event) => {
+                    inv.note(&event);
+                    on_event(&event);
+                }
+                Err(_) if !line.trim().is_empty() => inv.errors.push(line),
+                Err(_) => {}
+            }
+        }
+        None
+    }
+
+    /// Close dbt's stdin, wait for it to end; its exit code.
+    fn finish(&mut self) -> Option<i32> {
+        self.stdin.take();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// [`AuditRun::finish`], with the exit code and stderr in `inv`.
+    fn end(&mut self, inv: &mut Invocation) {
+        inv.code = self.finish();
+        if let Some(err) = self.err_thread.take().and_then(|t| t.join().ok()) {
+            if !err.trim().is_empty() {
+                inv.errors.push(err.trim_end().to_string());
+            }
+        }
+    }
+
+    /// Run the build on the parsed manifest; its events go to `on_event`.
+    fn build(mut self, on_event: impl FnMut(&Value)) -> Result<Invocation> {
+        let mut inv = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
+        {
+            let stdin = self.stdin.as_mut().ok_or_else(|| anyhow!("dbt's driver has no stdin"))?;
+            stdin.write_all(b"build\n").and_then(|_| stdin.flush()).with_context(|| format!("starting dbt build ('{}')", self.shown))?;
+        }
+        self.read_until(&mut inv, on_event);
+        self.end(&mut inv);
+        Ok(inv)
+    }
+}
+
+impl Drop for AuditRun {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The audit target's parse and build in one Python process (run by
+/// [`Dbt::start_audit`]): argv holds dbt's arguments for each as JSON; the
+/// build runs only when airlock writes `build` to stdin, on the manifest the
+/// parse returned. Its own lines on stdout are JSON with an `airlock` key;
+/// the rest is dbt's `--log-format json` events. Exit code as dbt's CLI.
+const DRIVER: &str = r#"
+import json, sys
+try:
+    from dbt.cli.main import dbtRunner
+except Exception as e:
+    print(json.dumps({"airlock": "unavailable", "why": repr(e)}), flush=True)
+    sys.exit(3)
+parse, build = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+res = dbtRunner().invoke(parse)
+ok = bool(res.success) and res.result is not None and not isinstance(res.result, bool)
+print(json.dumps({"airlock": "parsed", "ok": ok}), flush=True)
+if not ok:
+    if res.exception is not None:
+        print(str(res.exception), file=sys.stderr)
+    sys.exit(2)
+if sys.stdin.readline().strip() != "build":
+    sys.exit(0)
+res = dbtRunner(manifest=res.result).invoke(build)
+print(json.dumps({"airlock": "built"}), flush=True)
+if res.exception is not None:
+    print(str(res.exception), file=sys.stderr)
+sys.exit(0 if res.success else (2 if res.exception is not None else 1))
+"#;
 
 /// Run a dbt command to its end, reading its JSON events (`--log-format
 /// json`); `on_event` sees each. `shown` names the executable in messages.
@@ -571,19 +735,24 @@ async fn pipeline(
     let command = if publish { "deploy" } else { "build" };
     let d = wh.dialect();
 
-    // dbt's names for both targets. dbt may open the database (compile runs
-    // introspective queries): airlock holds no connection meanwhile
+    // dbt's names for both targets, parsed side by side (parsing never opens
+    // the database). The audit target's process stays up for its build, on
+    // the manifest it parsed; the prod target's views compile during the build
+    let build_args = build_args(cfg, dbt);
     wh.release_connections();
-    let (a, p) = tokio::join!(
-        dbt.run_checked("parse", true, vec![]),
-        // views are published as dbt compiles them for prod
-        dbt.run_checked("compile", false, vec!["--select".into(), "config.materialized:view".into()])
-    );
-    a?;
+    let driver = {
+        let (dbt, args) = (dbt.clone(), build_args.clone());
+        tokio::task::spawn_blocking(move || dbt.start_audit(&args))
+    };
+    let (a, p) = tokio::join!(driver, dbt.run_checked("parse", false, vec![]));
+    let audit_run = a.map_err(|e| anyhow!("dbt parse stopped: {e}"))??;
     p?;
+    if audit_run.is_none() {
+        dbt.run_checked("parse", true, vec![]).await?;
+    }
     let audit_manifest = read_manifest(&dbt.audit_path.join("manifest.json"))?;
     let prod_manifest = read_manifest(&dbt.prod_path.join("manifest.json"))?;
-    let twins = twins(&audit_manifest, &prod_manifest, d)?;
+    let mut twins = twins(&audit_manifest, &prod_manifest, d)?;
     let project_name = cfg.header.name.clone();
 
     ledger::ensure(&**wh).await?;
@@ -669,44 +838,43 @@ async fn pipeline(
     wh.release_connections();
     let results_file = dbt.audit_path.join("run_results.json");
     let _ = std::fs::remove_file(&results_file);
-    let mut args: Vec<String> = Vec::new();
-    if !cfg.select.is_empty() {
-        args.push("--select".into());
-        args.extend(cfg.select.iter().cloned());
-    }
-    if !cfg.exclude.is_empty() {
-        args.push("--exclude".into());
-        args.extend(cfg.exclude.iter().cloned());
-    }
-    if !cfg.select.is_empty() || !cfg.exclude.is_empty() {
-        // refs to what this run does not build read prod (or the staged copy)
-        args.push("--defer".into());
-        args.push("--state".into());
-        args.push(dbt.prod_path.display().to_string());
-    }
-    if cfg.full_refresh {
-        args.push("--full-refresh".into());
-    }
-    if let Some(n) = cfg.threads_given {
-        args.push("--threads".into());
-        args.push(n.to_string());
-    }
-    let build = {
+    let _ = std::fs::remove_file(dbt.views_path.join("manifest.json"));
+    let (build, views) = {
         let dbt = dbt.clone();
         let command = command.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut cmd = dbt.command("build", true);
-            cmd.args(&args);
             let mut progress: Option<Progress> = None;
-            let inv = dbt.run(cmd, |event| stream_progress(event, &mut progress, &command));
+            // the prod views compile beside the build once it runs nodes (it
+            // holds the database by then: a compile that needs it fails and
+            // runs again after the build, never the build)
+            let mut compile: Option<std::thread::JoinHandle<Result<Invocation>>> = None;
+            let inv = {
+                let mut on_event = |event: &Value| {
+                    stream_progress(event, &mut progress, &command);
+                    if publish && compile.is_none() && event.pointer("/info/name").and_then(Value::as_str) == Some("LogStartLine") {
+                        let dbt = dbt.clone();
+                        compile = Some(std::thread::spawn(move || dbt.compile_views()));
+                    }
+                };
+                match audit_run {
+                    Some(run) => run.build(&mut on_event),
+                    None => {
+                        let mut cmd = dbt.command("build", true);
+                        cmd.args(&build_args);
+                        dbt.run(cmd, &mut on_event)
+                    }
+                }
+            };
             if let Some(p) = progress {
                 p.finish();
             }
-            inv
+            let views = compile.map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the prod compile stopped"))));
+            (inv, views)
         })
         .await
         .map_err(|e| anyhow!("dbt build stopped: {e}"))?
-    }?;
+    };
+    let build = build?;
     if interrupt.exit_code().is_some() {
         bail!("dbt build was interrupted");
     }
@@ -863,6 +1031,7 @@ async fn pipeline(
         ExitStatus::Interrupted(interrupt.exit_code().unwrap_or(130))
     } else {
         let r = release.as_mut().expect("deploy has a release");
+        prod_views(dbt, wh, views, &mut twins).await?;
         if strategy.steps.publish == Publish::Rebuild {
             publish_wap(cfg, strategy, dbt, wh, r, &twins, &prod_manifest, &built, &prod, &locations, &mut report).await?
         } else {
@@ -886,6 +1055,79 @@ async fn pipeline(
     report.seconds = started.elapsed().as_secs_f64();
     report::print_run(&report, cfg.format);
     Ok(exit)
+}
+
+/// `dbt build`'s arguments beyond the target's: the selection (refs to
+/// what is not built read prod, `--defer --state` on the prod manifest),
+/// `--full-refresh`, `--threads`.
+fn build_args(cfg: &RunConfig, dbt: &Dbt) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if !cfg.select.is_empty() {
+        args.push("--select".into());
+        args.extend(cfg.select.iter().cloned());
+    }
+    if !cfg.exclude.is_empty() {
+        args.push("--exclude".into());
+        args.extend(cfg.exclude.iter().cloned());
+    }
+    if !cfg.select.is_empty() || !cfg.exclude.is_empty() {
+        args.push("--defer".into());
+        args.push("--state".into());
+        args.push(dbt.prod_path.display().to_string());
+    }
+    if cfg.full_refresh {
+        args.push("--full-refresh".into());
+    }
+    if let Some(n) = cfg.threads_given {
+        args.push("--threads".into());
+        args.push(n.to_string());
+    }
+    args
+}
+
+impl Dbt {
+    /// The prod target's views, compiled as dbt compiles them (their tests
+    /// left out; no cache of the warehouse's relations, so the database is
+    /// opened only by a view whose Jinja queries it).
+    fn compile_views(&self) -> Result<Invocation> {
+        let mut cmd = self.command_at("compile", false, &self.views_path);
+        cmd.args(["--select", "config.materialized:view", "--indirect-selection", "empty", "--no-populate-cache"]);
+        self.run(cmd, |_| {})
+    }
+}
+
+/// The prod SQL of every view to publish, from dbt's compile of the prod
+/// target (run beside the build, or now when that one did not start or
+/// failed), into `twins`. A view whose prod name differs between dbt's
+/// parse and its compile is an error.
+async fn prod_views(dbt: &Arc<Dbt>, wh: &Recording, compiled: Option<Result<Invocation>>, twins: &mut BTreeMap<String, Twin>) -> Result<()> {
+    if !twins.values().any(|t| t.prod.materialized == "view") {
+        return Ok(());
+    }
+    if !matches!(&compiled, Some(Ok(inv)) if inv.code == Some(0)) {
+        let why = match &compiled {
+            None => "it did not start (no node ran)".to_string(),
+            Some(Ok(inv)) => inv.message(),
+            Some(Err(e)) => format!("{e:#}"),
+        };
+        tracing::debug!("compiling the prod views after the build: beside it, {why}");
+        wh.release_connections();
+        let _ = std::fs::remove_file(dbt.views_path.join("manifest.json"));
+        let me = dbt.clone();
+        let inv = tokio::task::spawn_blocking(move || me.compile_views()).await.map_err(|e| anyhow!("dbt compile stopped: {e}"))??;
+        if inv.code != Some(0) {
+            bail!("dbt compile (the prod target '{}') failed, nothing published:\n{}", dbt.target, inv.message());
+        }
+    }
+    let compiled = read_manifest(&dbt.views_path.join("manifest.json"))?;
+    for (id, t) in twins.iter_mut().filter(|(_, t)| t.prod.materialized == "view") {
+        let c = compiled.get(id).ok_or_else(|| anyhow!("{id}: dbt's compile of the prod target has no view {}", t.prod.name))?;
+        if (&c.schema, &c.identifier, &c.database) != (&t.prod.schema, &t.prod.identifier, &t.prod.database) {
+            bail!("{id}: dbt names the prod view {}.{} when compiling but {}.{} when parsing", c.schema, c.identifier, t.prod.schema, t.prod.identifier);
+        }
+        t.prod.compiled_code = c.compiled_code.clone();
+    }
+    Ok(())
 }
 
 /// dbt's JSON events as airlock's progress bar (created at dbt's first node,
