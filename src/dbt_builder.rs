@@ -750,6 +750,7 @@ async fn pipeline(
     if audit_run.is_none() {
         dbt.run_checked("parse", true, vec![]).await?;
     }
+    tracing::debug!("{:.2} s: dbt parsed both targets ({})", started.elapsed().as_secs_f64(), if audit_run.is_some() { "the audit build waits in the same process" } else { "dbt build runs as its own process" });
     let audit_manifest = read_manifest(&dbt.audit_path.join("manifest.json"))?;
     let prod_manifest = read_manifest(&dbt.prod_path.join("manifest.json"))?;
     let mut twins = twins(&audit_manifest, &prod_manifest, d)?;
@@ -834,6 +835,7 @@ async fn pipeline(
     wh.execute_atomic(&prep).await.context("preparing the audit location")?;
     let audit_schemas: Vec<String> = locations.iter().map(|(_, a)| a.clone()).collect();
 
+    tracing::debug!("{:.2} s: audit location prepared", started.elapsed().as_secs_f64());
     // the build: dbt alone holds the database meanwhile
     wh.release_connections();
     let results_file = dbt.audit_path.join("run_results.json");
@@ -875,6 +877,7 @@ async fn pipeline(
         .map_err(|e| anyhow!("dbt build stopped: {e}"))?
     };
     let build = build?;
+    tracing::debug!("{:.2} s: dbt build done", started.elapsed().as_secs_f64());
     if interrupt.exit_code().is_some() {
         bail!("dbt build was interrupted");
     }
@@ -1032,6 +1035,7 @@ async fn pipeline(
     } else {
         let r = release.as_mut().expect("deploy has a release");
         prod_views(dbt, wh, views, &mut twins).await?;
+        tracing::debug!("{:.2} s: prod views compiled; publishing", started.elapsed().as_secs_f64());
         if strategy.steps.publish == Publish::Rebuild {
             publish_wap(cfg, strategy, dbt, wh, r, &twins, &prod_manifest, &built, &prod, &locations, &mut report).await?
         } else {
