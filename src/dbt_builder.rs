@@ -222,6 +222,7 @@ struct Dbt {
 }
 
 /// What one dbt invocation said.
+#[derive(Default)]
 struct Invocation {
     code: Option<i32>,
     version: Option<String>,
@@ -354,20 +355,24 @@ impl Dbt {
         program.rsplit('/').next()?.starts_with("python").then_some(words)
     }
 
-    /// Start the audit target's parse, and keep the process for its build:
-    /// one dbt start instead of two, and the build runs on the parsed
-    /// manifest instead of parsing again (dbt's Python API, `dbtRunner`).
-    /// None when this dbt cannot be driven so (no Python `#!` line, no
-    /// `dbtRunner`): the caller runs `dbt parse` and `dbt build` instead.
-    fn start_audit(&self, build_args: &[String]) -> Result<Option<AuditRun>> {
+    /// Start dbt parsing the audit or the prod target in a process that then
+    /// runs `then` on the parsed manifest (dbt's Python API, `dbtRunner`):
+    /// one dbt start instead of two, and no second parse. With `wait`, `then`
+    /// runs only after [`Driven::go`] (the audit build, after airlock's
+    /// checks); else at once (the prod views' compile). Returns when the
+    /// parse is done. None when this dbt cannot be driven so (no Python `#!`
+    /// line, no `dbtRunner`): the caller runs dbt's commands one by one.
+    fn start(&self, audit: bool, then: Option<Vec<String>>, wait: bool) -> Result<Option<Driven>> {
         let Some(python) = self.interpreter() else { return Ok(None) };
+        let parse = self.args("parse", audit, if audit { &self.audit_path } else { &self.prod_path });
         let shown = self.exe.display().to_string();
-        let mut build = self.args("build", true, &self.audit_path);
-        build.extend(build_args.iter().cloned());
+        let plan = serde_json::json!({ "parse": parse, "then": then, "wait": wait });
         let mut cmd = Command::new(&python[0]);
-        cmd.args(&python[1..]).arg("-c").arg(DRIVER).arg(serde_json::to_string(&self.args("parse", true, &self.audit_path))?).arg(serde_json::to_string(&build)?);
+        cmd.args(&python[1..]).arg("-c").arg(DRIVER).arg(plan.to_string());
         self.environment(&mut cmd);
-        cmd.stdin(Stdio::piped());
+        if wait {
+            cmd.stdin(Stdio::piped());
+        }
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -381,12 +386,13 @@ impl Dbt {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        let mut run = AuditRun { stdin: child.stdin.take(), lines: BufReader::new(child.stdout.take().expect("piped")).lines(), child, err_thread: Some(err_thread), shown };
-        let mut parse = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
-        let said = run.read_until(&mut parse, |_| {});
+        let mut run = Driven { stdin: child.stdin.take(), lines: BufReader::new(child.stdout.take().expect("piped")).lines(), child, err_thread: Some(err_thread), shown };
+        let mut inv = Invocation::default();
+        let said = run.read_until(&mut inv, |_| {});
+        let which = if audit { "the audit target" } else { "the prod target" };
         match said.as_ref().and_then(|v| v.get("airlock")).and_then(Value::as_str) {
             Some("parsed") if said.as_ref().and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true) => {
-                check_version(&run.shown, &parse)?;
+                check_version(&run.shown, &inv)?;
                 Ok(Some(run))
             }
             Some("unavailable") => {
@@ -395,18 +401,27 @@ impl Dbt {
                 Ok(None)
             }
             _ => {
-                run.end(&mut parse);
-                check_version(&run.shown, &parse)?;
-                bail!("dbt parse (the audit target '{}') failed:\n{}", self.target, parse.message())
+                run.end(&mut inv);
+                check_version(&run.shown, &inv)?;
+                bail!("dbt parse ({which} '{}') failed:\n{}", self.target, inv.message())
             }
         }
     }
+
+    /// `compile`'s arguments for the prod target's views: their tests left
+    /// out, no cache of the warehouse's relations (so the database is opened
+    /// only by a view whose Jinja queries it).
+    fn views_args(&self) -> Vec<String> {
+        let mut args = self.args("compile", false, &self.views_path);
+        args.extend(["--select", "config.materialized:view", "--indirect-selection", "empty", "--no-populate-cache"].map(String::from));
+        args
+    }
 }
 
-/// The audit target's dbt process between its parse and its build (see
-/// [`Dbt::start_audit`]). Dropped without [`AuditRun::build`], it ends
-/// without building: the build needs an explicit go.
-struct AuditRun {
+/// A dbt process driven through [`Dbt::start`], between its parse and what
+/// follows. Dropped without [`Driven::go`], a waiting one ends without
+/// running its second command: the audit build needs an explicit go.
+struct Driven {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
@@ -414,7 +429,7 @@ struct AuditRun {
     shown: String,
 }
 
-impl AuditRun {
+impl Driven {
     /// dbt's events into `inv` and `on_event` up to the driver's next own
     /// line (returned), or to the end of its output (None).
     fn read_until(&mut self, inv: &mut Invocation, mut on_event: impl FnMut(&Value)) -> Option<Value> {
@@ -439,7 +454,7 @@ impl AuditRun {
         self.child.wait().ok().and_then(|s| s.code())
     }
 
-    /// [`AuditRun::finish`], with the exit code and stderr in `inv`.
+    /// [`Driven::finish`], with the exit code and stderr in `inv`.
     fn end(&mut self, inv: &mut Invocation) {
         inv.code = self.finish();
         if let Some(err) = self.err_thread.take().and_then(|t| t.join().ok()) {
@@ -449,12 +464,12 @@ impl AuditRun {
         }
     }
 
-    /// Run the build on the parsed manifest; its events go to `on_event`.
-    fn build(mut self, on_event: impl FnMut(&Value)) -> Result<Invocation> {
-        let mut inv = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
-        {
-            let stdin = self.stdin.as_mut().ok_or_else(|| anyhow!("dbt's driver has no stdin"))?;
-            stdin.write_all(b"build\n").and_then(|_| stdin.flush()).with_context(|| format!("starting dbt build ('{}')", self.shown))?;
+    /// Let the second command run (a waiting one) and read it to its end;
+    /// its events go to `on_event`.
+    fn go(mut self, on_event: impl FnMut(&Value)) -> Result<Invocation> {
+        let mut inv = Invocation::default();
+        if let Some(stdin) = self.stdin.as_mut() {
+            stdin.write_all(b"go\n").and_then(|_| stdin.flush()).with_context(|| format!("starting dbt ('{}') after its parse", self.shown))?;
         }
         self.read_until(&mut inv, on_event);
         self.end(&mut inv);
@@ -462,17 +477,18 @@ impl AuditRun {
     }
 }
 
-impl Drop for AuditRun {
+impl Drop for Driven {
     fn drop(&mut self) {
         self.finish();
     }
 }
 
-/// The audit target's parse and build in one Python process (run by
-/// [`Dbt::start_audit`]): argv holds dbt's arguments for each as JSON; the
-/// build runs only when airlock writes `build` to stdin, on the manifest the
-/// parse returned. Its own lines on stdout are JSON with an `airlock` key;
-/// the rest is dbt's `--log-format json` events. Exit code as dbt's CLI.
+/// dbt's parse and a second command on the parsed manifest in one Python
+/// process (run by [`Dbt::start`]): argv[1] is `{"parse": [...], "then":
+/// [...] or null, "wait": bool}`; with `wait`, the second command runs only
+/// when airlock writes `go` to stdin. Its own lines on stdout are JSON with
+/// an `airlock` key; the rest is dbt's `--log-format json` events. Exit code
+/// as dbt's CLI.
 const DRIVER: &str = r#"
 import json, sys
 try:
@@ -480,18 +496,20 @@ try:
 except Exception as e:
     print(json.dumps({"airlock": "unavailable", "why": repr(e)}), flush=True)
     sys.exit(3)
-parse, build = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-res = dbtRunner().invoke(parse)
+plan = json.loads(sys.argv[1])
+res = dbtRunner().invoke(plan["parse"])
 ok = bool(res.success) and res.result is not None and not isinstance(res.result, bool)
 print(json.dumps({"airlock": "parsed", "ok": ok}), flush=True)
 if not ok:
     if res.exception is not None:
         print(str(res.exception), file=sys.stderr)
     sys.exit(2)
-if sys.stdin.readline().strip() != "build":
+if plan["then"] is None:
     sys.exit(0)
-res = dbtRunner(manifest=res.result).invoke(build)
-print(json.dumps({"airlock": "built"}), flush=True)
+if plan["wait"] and sys.stdin.readline().strip() != "go":
+    sys.exit(0)
+res = dbtRunner(manifest=res.result).invoke(plan["then"])
+print(json.dumps({"airlock": "done"}), flush=True)
 if res.exception is not None:
     print(str(res.exception), file=sys.stderr)
 sys.exit(0 if res.success else (2 if res.exception is not None else 1))
@@ -737,16 +755,33 @@ async fn pipeline(
 
     // dbt's names for both targets, parsed side by side (parsing never opens
     // the database). The audit target's process stays up for its build, on
-    // the manifest it parsed; the prod target's views compile during the build
+    // the manifest it parsed; the prod target's goes on to compile the views
+    // (a compile that needs the database, held by airlock or dbt build, fails
+    // and runs again after the build)
     let build_args = build_args(cfg, dbt);
     wh.release_connections();
-    let driver = {
-        let (dbt, args) = (dbt.clone(), build_args.clone());
-        tokio::task::spawn_blocking(move || dbt.start_audit(&args))
+    let _ = std::fs::remove_file(dbt.views_path.join("manifest.json"));
+    let audit = {
+        let dbt = dbt.clone();
+        let mut build = dbt.args("build", true, &dbt.audit_path);
+        build.extend(build_args.iter().cloned());
+        tokio::task::spawn_blocking(move || dbt.start(true, Some(build), true))
     };
-    let (a, p) = tokio::join!(driver, dbt.run_checked("parse", false, vec![]));
+    let prod = {
+        let dbt = dbt.clone();
+        // deploy publishes views with dbt's prod SQL: compiled right after the parse
+        let views = publish.then(|| dbt.views_args());
+        tokio::task::spawn_blocking(move || dbt.start(false, views, false))
+    };
+    let (a, p) = tokio::join!(audit, prod);
     let audit_run = a.map_err(|e| anyhow!("dbt parse stopped: {e}"))??;
-    p?;
+    let prod_run = p.map_err(|e| anyhow!("dbt parse stopped: {e}"))??;
+    // the prod views' compile goes on in the prod target's process; read to its end aside
+    let driven_views = prod_run.is_some() && publish;
+    let views_run = prod_run.map(|run| std::thread::spawn(move || run.go(|_| {})));
+    if views_run.is_none() {
+        dbt.run_checked("parse", false, vec![]).await?;
+    }
     if audit_run.is_none() {
         dbt.run_checked("parse", true, vec![]).await?;
     }
@@ -840,26 +875,26 @@ async fn pipeline(
     wh.release_connections();
     let results_file = dbt.audit_path.join("run_results.json");
     let _ = std::fs::remove_file(&results_file);
-    let _ = std::fs::remove_file(dbt.views_path.join("manifest.json"));
     let (build, views) = {
         let dbt = dbt.clone();
         let command = command.to_string();
         tokio::task::spawn_blocking(move || {
             let mut progress: Option<Progress> = None;
-            // the prod views compile beside the build once it runs nodes (it
-            // holds the database by then: a compile that needs it fails and
-            // runs again after the build, never the build)
+            // a dbt airlock cannot drive: the prod views compile beside the
+            // build once it runs nodes (it holds the database by then: a
+            // compile that needs it fails and runs again after the build,
+            // never the build)
             let mut compile: Option<std::thread::JoinHandle<Result<Invocation>>> = None;
             let inv = {
                 let mut on_event = |event: &Value| {
                     stream_progress(event, &mut progress, &command);
-                    if publish && compile.is_none() && event.pointer("/info/name").and_then(Value::as_str) == Some("LogStartLine") {
+                    if publish && !driven_views && compile.is_none() && event.pointer("/info/name").and_then(Value::as_str) == Some("LogStartLine") {
                         let dbt = dbt.clone();
                         compile = Some(std::thread::spawn(move || dbt.compile_views()));
                     }
                 };
                 match audit_run {
-                    Some(run) => run.build(&mut on_event),
+                    Some(run) => run.go(&mut on_event),
                     None => {
                         let mut cmd = dbt.command("build", true);
                         cmd.args(&build_args);
@@ -870,7 +905,7 @@ async fn pipeline(
             if let Some(p) = progress {
                 p.finish();
             }
-            let views = compile.map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the prod compile stopped"))));
+            let views = compile.or(views_run).map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the prod compile stopped"))));
             (inv, views)
         })
         .await
@@ -1094,8 +1129,9 @@ impl Dbt {
     /// left out; no cache of the warehouse's relations, so the database is
     /// opened only by a view whose Jinja queries it).
     fn compile_views(&self) -> Result<Invocation> {
-        let mut cmd = self.command_at("compile", false, &self.views_path);
-        cmd.args(["--select", "config.materialized:view", "--indirect-selection", "empty", "--no-populate-cache"]);
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(self.views_args());
+        self.environment(&mut cmd);
         self.run(cmd, |_| {})
     }
 }
