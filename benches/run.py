@@ -257,9 +257,28 @@ def dbt_build(project: str, db: str, threads: int, cwd: str, partial_parse: bool
 
 
 def airlock_dbt_deploy(project: str, db: str, threads: int, cwd: str) -> Result:
-    """airlock deploy --builder dbt --dbt VENV/bin/dbt --project-dir P --threads N"""
+    """airlock deploy --builder dbt --dbt VENV/bin/dbt --project-dir P --threads N
+    (AIRLOCK_LOG=airlock::dbt_builder=debug: the builder's phase lines on stderr)"""
     cmd = [AIRLOCK, "deploy", "--builder", "dbt", "--dbt", DBT, "--project-dir", project, "--threads", str(threads)]
-    return run(cmd, cwd=cwd, env=tool_env(db))
+    env = tool_env(db)
+    env["AIRLOCK_LOG"] = "airlock::dbt_builder=debug"
+    return run(cmd, cwd=cwd, env=env)
+
+
+BDBT_PHASES = (("dbt parsed both targets", "parse"), ("audit location prepared", "prepare"),
+               ("dbt build done", "build"), ("prod views compiled", "views"))
+
+
+def bdbt_phases(r: Result) -> dict:
+    """Seconds since start at each phase line of the dbt builder (see
+    src/dbt_builder.rs), plus the wall time."""
+    out = {"wall": r.wall}
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", r.err).splitlines():
+        m = re.search(r"(\d+\.\d+) s: (.*)", line)
+        for text, key in BDBT_PHASES:
+            if m and m.group(2).startswith(text):
+                out[key] = float(m.group(1))
+    return out
 
 
 def bench_bdbt(n: int, runs: int, tmp: str, report: list, failures: list) -> None:
@@ -284,6 +303,7 @@ def bench_bdbt(n: int, runs: int, tmp: str, report: list, failures: list) -> Non
         for d in diffs[:20]:
             say("  " + d)
     times = {"dbt": [], "air": []}
+    phases = []
     for i in range(runs):
         for name, fn in (("dbt", lambda: dbt_build(project, db["dbt"], 2, work)),
                          ("air", lambda: airlock_dbt_deploy(project, db["air"], 2, work))):
@@ -293,11 +313,22 @@ def bench_bdbt(n: int, runs: int, tmp: str, report: list, failures: list) -> Non
                 raise StepFailed("BDBT %s failed (exit %d):\n%s" % (name, r.rc, r.tail()))
             times[name].append(r.wall)
             say("BDBT N=%d run %d: %s %s" % (n, i + 1, name, fmt_s(r.wall)))
+            if name == "air":
+                phases.append(bdbt_phases(r))
+                say("BDBT N=%d run %d: airlock phases (s since start) %s" % (n, i + 1, json.dumps(phases[-1])))
     d, a = median(times["dbt"]), median(times["air"])
     overhead = a / d - 1.0
     report.append(("BDBT N=%d deploy --builder dbt vs dbt build (--threads 2, median of %d)" % (n, runs),
                    "airlock %s, dbt build %s: %+.1f%%" % (fmt_s(a), fmt_s(d), overhead * 100),
                    "<= +%d%%" % round(GOAL_BDBT_OVERHEAD * 100), "yes" if overhead <= GOAL_BDBT_OVERHEAD else "no"))
+    # where airlock's time goes: medians of the phase marks, as spans
+    marks = {k: median([p[k] for p in phases if k in p]) for _, k in BDBT_PHASES + (("", "wall"),) if any(k in p for p in phases)}
+    spans, prev = [], 0.0
+    for label, key in (("dbt parse x2", "parse"), ("checks+staging", "prepare"), ("dbt build", "build"), ("prod views", "views"), ("publish+exit", "wall")):
+        if key in marks:
+            spans.append("%s %s" % (label, fmt_s(marks[key] - prev)))
+            prev = marks[key]
+    report.append(("BDBT N=%d airlock's phases (median)" % n, ", ".join(spans), "(info)", "-"))
 
 
 def airlock_plan(project: str, db: str, cwd: str, strategy_all: bool) -> Result:

@@ -69,6 +69,9 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Finish (or with --undo, undo) a publish that was interrupted midway
     Recover(RecoverArgs),
+    /// What the native builder cannot run in this project yet, which builder
+    /// is chosen and whether dbt is there; never connects to the warehouse
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -123,6 +126,16 @@ pub struct PlanArgs {
     /// With --offline: the SQL dialect to render
     #[arg(long, value_name = "DIALECT", value_parser = ["duckdb", "snowflake", "bigquery"], requires = "offline")]
     pub dialect: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// The builder to judge the project for (default: airlock.toml `builder`, else native)
+    #[arg(long, value_name = "BUILDER", value_parser = ["native", "dbt"])]
+    pub builder: Option<String>,
+    /// The dbt executable to look at (default: `dbt` on PATH)
+    #[arg(long, value_name = "PATH")]
+    pub dbt: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -6,7 +6,7 @@
 //! reads `run_results.json`; anything it cannot read blocks.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -217,9 +217,12 @@ struct Dbt {
     /// where each target's artifacts go (kept between runs: dbt's partial parsing)
     audit_path: PathBuf,
     prod_path: PathBuf,
+    /// the prod target's views compiled while the audit build runs
+    views_path: PathBuf,
 }
 
 /// What one dbt invocation said.
+#[derive(Default)]
 struct Invocation {
     code: Option<i32>,
     version: Option<String>,
@@ -229,6 +232,26 @@ struct Invocation {
 }
 
 impl Invocation {
+    /// What one JSON event tells: the invocation id (its first), dbt's
+    /// version, an error message.
+    fn note(&mut self, event: &Value) {
+        let info = event.get("info");
+        let name = info.and_then(|i| i.get("name")).and_then(Value::as_str).unwrap_or_default();
+        if self.invocation_id.is_none() {
+            self.invocation_id = info.and_then(|i| i.get("invocation_id")).and_then(Value::as_str).map(str::to_string);
+        }
+        if name == "MainReportVersion" {
+            self.version = event.pointer("/data/version").and_then(Value::as_str).map(|v| v.trim_start_matches('=').to_string());
+        }
+        if info.and_then(|i| i.get("level")).and_then(Value::as_str) == Some("error") {
+            if let Some(msg) = info.and_then(|i| i.get("msg")).and_then(Value::as_str) {
+                if !msg.trim().is_empty() {
+                    self.errors.push(msg.trim_end().to_string());
+                }
+            }
+        }
+    }
+
     fn message(&self) -> String {
         let text = self.errors.join("\n");
         if text.trim().is_empty() {
@@ -257,90 +280,48 @@ impl Dbt {
             vars,
             audit_path: artifacts.join("audit"),
             prod_path: artifacts.join("prod"),
+            views_path: artifacts.join("prod-views"),
         })
     }
 
     fn command(&self, sub: &str, audit: bool) -> Command {
-        let mut cmd = Command::new(&self.exe);
-        let profiles = if audit { &self.audit_profiles.0 } else { &self.prod_profiles };
         let path = if audit { &self.audit_path } else { &self.prod_path };
-        cmd.arg(sub)
-            .arg("--project-dir")
-            .arg(&self.project_dir)
-            .arg("--profiles-dir")
-            .arg(profiles)
-            .arg("--target")
-            .arg(&self.target)
-            .arg("--target-path")
-            .arg(path)
-            .args(["--log-format", "json", "--no-use-colors"]);
+        self.command_at(sub, audit, path)
+    }
+
+    /// dbt's arguments for `sub` on the audit or the prod target, artifacts in `path`.
+    fn args(&self, sub: &str, audit: bool, path: &Path) -> Vec<String> {
+        let profiles = if audit { &self.audit_profiles.0 } else { &self.prod_profiles };
+        let mut args: Vec<String> = vec![sub.into(), "--project-dir".into(), self.project_dir.display().to_string(), "--profiles-dir".into(), profiles.display().to_string()];
+        args.extend(["--target".into(), self.target.clone(), "--target-path".into(), path.display().to_string()]);
+        args.extend(["--log-format".into(), "json".into(), "--no-use-colors".into()]);
         if let Some(vars) = &self.vars {
-            cmd.arg("--vars").arg(vars);
+            args.extend(["--vars".into(), vars.clone()]);
         }
+        args
+    }
+
+    fn command_at(&self, sub: &str, audit: bool, path: &Path) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(self.args(sub, audit, path));
+        self.environment(&mut cmd);
+        cmd
+    }
+
+    fn environment(&self, cmd: &mut Command) {
         // no network here or there: dbt's usage ping would only wait
         if std::env::var_os("DBT_SEND_ANONYMOUS_USAGE_STATS").is_none() {
             cmd.env("DBT_SEND_ANONYMOUS_USAGE_STATS", "False");
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
     }
 
     /// Run dbt to its end, reading its JSON events; `on_event` sees each.
-    fn run(&self, mut cmd: Command, mut on_event: impl FnMut(&Value)) -> Result<Invocation> {
+    /// A dbt that reports a version the builder does not support is an error.
+    fn run(&self, cmd: Command, on_event: impl FnMut(&Value)) -> Result<Invocation> {
         let shown = self.exe.display().to_string();
-        let mut child = cmd.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow!("dbt not found: cannot run '{shown}' ({e}); install dbt-core with the adapter of your profile, or name it with --dbt PATH")
-            } else {
-                anyhow!("cannot run dbt '{shown}': {e}")
-            }
-        })?;
-        let mut stderr = child.stderr.take().expect("piped");
-        let err_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let mut inv = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
-        let stdout = child.stdout.take().expect("piped");
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            match serde_json::from_str::<Value>(&line) {
-                Ok(event) => {
-                    let info = event.get("info");
-                    let name = info.and_then(|i| i.get("name")).and_then(Value::as_str).unwrap_or_default();
-                    if inv.invocation_id.is_none() {
-                        inv.invocation_id = info.and_then(|i| i.get("invocation_id")).and_then(Value::as_str).map(str::to_string);
-                    }
-                    if name == "MainReportVersion" {
-                        inv.version = event.pointer("/data/version").and_then(Value::as_str).map(|v| v.trim_start_matches('=').to_string());
-                    }
-                    if info.and_then(|i| i.get("level")).and_then(Value::as_str) == Some("error") {
-                        if let Some(msg) = info.and_then(|i| i.get("msg")).and_then(Value::as_str) {
-                            if !msg.trim().is_empty() {
-                                inv.errors.push(msg.trim_end().to_string());
-                            }
-                        }
-                    }
-                    on_event(&event);
-                }
-                Err(_) if !line.trim().is_empty() => inv.errors.push(line),
-                Err(_) => {}
-            }
-        }
-        let status = child.wait().with_context(|| format!("waiting for dbt '{shown}'"))?;
-        inv.code = status.code();
-        let err = err_thread.join().unwrap_or_default();
-        if !err.trim().is_empty() {
-            inv.errors.push(err.trim_end().to_string());
-        }
-        if let Some(v) = &inv.version {
-            if !supported(v) {
-                bail!("dbt {v} ('{shown}') is not a version the dbt builder supports ({SUPPORTED}); install one of those or use --builder native");
-            }
-        } else if inv.code != Some(0) && inv.errors.iter().any(|e| e.contains("No such command") || e.contains("Usage:")) {
-            bail!("'{shown}' does not look like dbt-core ({SUPPORTED}): {}", inv.message());
-        }
+        let inv = invoke(&shown, cmd, on_event)?;
+        check_version(&shown, &inv)?;
         Ok(inv)
     }
 
@@ -361,6 +342,293 @@ impl Dbt {
         }
         Ok(())
     }
+
+    /// The Python that runs this dbt, from the executable's `#!` line (pip,
+    /// pipx and venvs write one); None for anything else.
+    fn interpreter(&self) -> Option<Vec<String>> {
+        let path = find_executable(&self.exe)?;
+        let mut head = [0u8; 512];
+        let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+        let first = std::str::from_utf8(&head[..n]).ok()?.lines().next()?.strip_prefix("#!")?;
+        let words: Vec<String> = first.split_whitespace().map(str::to_string).collect();
+        let program = if words.first()?.ends_with("/env") { words.get(1)? } else { words.first()? };
+        program.rsplit('/').next()?.starts_with("python").then_some(words)
+    }
+
+    /// Start dbt parsing the audit or the prod target in a process that then
+    /// runs `then` on the parsed manifest (dbt's Python API, `dbtRunner`):
+    /// one dbt start instead of two, and no second parse. With `wait`, `then`
+    /// runs only after [`Driven::go`] (the audit build, after airlock's
+    /// checks); else at once (the prod views' compile). Returns when the
+    /// parse is done. None when this dbt cannot be driven so (no Python `#!`
+    /// line, no `dbtRunner`): the caller runs dbt's commands one by one.
+    fn start(&self, audit: bool, then: Option<Vec<String>>, wait: bool) -> Result<Option<Driven>> {
+        let Some(python) = self.interpreter() else { return Ok(None) };
+        let parse = self.args("parse", audit, if audit { &self.audit_path } else { &self.prod_path });
+        let shown = self.exe.display().to_string();
+        let plan = serde_json::json!({ "parse": parse, "then": then, "wait": wait });
+        let mut cmd = Command::new(&python[0]);
+        cmd.args(&python[1..]).arg("-c").arg(DRIVER).arg(plan.to_string());
+        self.environment(&mut cmd);
+        if wait {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::debug!("cannot start {}: {e}; running dbt's commands one by one", python[0]);
+                return Ok(None);
+            }
+        };
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let mut run = Driven { stdin: child.stdin.take(), lines: BufReader::new(child.stdout.take().expect("piped")).lines(), child, err_thread: Some(err_thread), shown };
+        let mut inv = Invocation::default();
+        let said = run.read_until(&mut inv, |_| {});
+        let which = if audit { "the audit target" } else { "the prod target" };
+        match said.as_ref().and_then(|v| v.get("airlock")).and_then(Value::as_str) {
+            Some("parsed") if said.as_ref().and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true) => {
+                check_version(&run.shown, &inv)?;
+                Ok(Some(run))
+            }
+            Some("unavailable") => {
+                let why = said.as_ref().and_then(|v| v.get("why")).and_then(Value::as_str).unwrap_or("?").to_string();
+                tracing::debug!("{} cannot import dbtRunner ({why}); running dbt's commands one by one", python[0]);
+                Ok(None)
+            }
+            _ => {
+                run.end(&mut inv);
+                check_version(&run.shown, &inv)?;
+                bail!("dbt parse ({which} '{}') failed:\n{}", self.target, inv.message())
+            }
+        }
+    }
+
+    /// `compile`'s arguments for the prod target's views: their tests left
+    /// out, no cache of the warehouse's relations (so the database is opened
+    /// only by a view whose Jinja queries it).
+    fn views_args(&self) -> Vec<String> {
+        let mut args = self.args("compile", false, &self.views_path);
+        args.extend(["--select", "config.materialized:view", "--indirect-selection", "empty", "--no-populate-cache"].map(String::from));
+        args
+    }
+}
+
+/// A dbt process driven through [`Dbt::start`], between its parse and what
+/// follows. Dropped without [`Driven::go`], a waiting one ends without
+/// running its second command: the audit build needs an explicit go.
+struct Driven {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    err_thread: Option<std::thread::JoinHandle<String>>,
+    shown: String,
+}
+
+impl Driven {
+    /// dbt's events into `inv` and `on_event` up to the driver's next own
+    /// line (returned), or to the end of its output (None).
+    fn read_until(&mut self, inv: &mut Invocation, mut on_event: impl FnMut(&Value)) -> Option<Value> {
+        for line in self.lines.by_ref() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<Value>(&line) {
+                Ok(v) if v.get("airlock").is_some() => return Some(v),
+                Ok(event) => {
+                    inv.note(&event);
+                    on_event(&event);
+                }
+                Err(_) if !line.trim().is_empty() => inv.errors.push(line),
+                Err(_) => {}
+            }
+        }
+        None
+    }
+
+    /// Close dbt's stdin, wait for it to end; its exit code.
+    fn finish(&mut self) -> Option<i32> {
+        self.stdin.take();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// [`Driven::finish`], with the exit code and stderr in `inv`.
+    fn end(&mut self, inv: &mut Invocation) {
+        inv.code = self.finish();
+        if let Some(err) = self.err_thread.take().and_then(|t| t.join().ok()) {
+            if !err.trim().is_empty() {
+                inv.errors.push(err.trim_end().to_string());
+            }
+        }
+    }
+
+    /// Let the second command run (a waiting one) and read it to its end;
+    /// its events go to `on_event`.
+    fn go(mut self, on_event: impl FnMut(&Value)) -> Result<Invocation> {
+        let mut inv = Invocation::default();
+        if let Some(stdin) = self.stdin.as_mut() {
+            stdin.write_all(b"go\n").and_then(|_| stdin.flush()).with_context(|| format!("starting dbt ('{}') after its parse", self.shown))?;
+        }
+        self.read_until(&mut inv, on_event);
+        self.end(&mut inv);
+        Ok(inv)
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// dbt's parse and a second command on the parsed manifest in one Python
+/// process (run by [`Dbt::start`]): argv[1] is `{"parse": [...], "then":
+/// [...] or null, "wait": bool}`; with `wait`, the second command runs only
+/// when airlock writes `go` to stdin. Its own lines on stdout are JSON with
+/// an `airlock` key; the rest is dbt's `--log-format json` events. Exit code
+/// as dbt's CLI.
+const DRIVER: &str = r#"
+import json, sys
+try:
+    from dbt.cli.main import dbtRunner
+except Exception as e:
+    print(json.dumps({"airlock": "unavailable", "why": repr(e)}), flush=True)
+    sys.exit(3)
+plan = json.loads(sys.argv[1])
+res = dbtRunner().invoke(plan["parse"])
+ok = bool(res.success) and res.result is not None and not isinstance(res.result, bool)
+print(json.dumps({"airlock": "parsed", "ok": ok}), flush=True)
+if not ok:
+    if res.exception is not None:
+        print(str(res.exception), file=sys.stderr)
+    sys.exit(2)
+if plan["then"] is None:
+    sys.exit(0)
+if plan["wait"] and sys.stdin.readline().strip() != "go":
+    sys.exit(0)
+res = dbtRunner(manifest=res.result).invoke(plan["then"])
+print(json.dumps({"airlock": "done"}), flush=True)
+if res.exception is not None:
+    print(str(res.exception), file=sys.stderr)
+sys.exit(0 if res.success else (2 if res.exception is not None else 1))
+"#;
+
+/// Run a dbt command to its end, reading its JSON events (`--log-format
+/// json`); `on_event` sees each. `shown` names the executable in messages.
+fn invoke(shown: &str, mut cmd: Command, mut on_event: impl FnMut(&Value)) -> Result<Invocation> {
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!("dbt not found: cannot run '{shown}' ({e}); install dbt-core with the adapter of your profile, or name it with --dbt PATH")
+        } else {
+            anyhow!("cannot run dbt '{shown}': {e}")
+        }
+    })?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut inv = Invocation { code: None, version: None, invocation_id: None, errors: vec![] };
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<Value>(&line) {
+            Ok(event) => {
+                inv.note(&event);
+                on_event(&event);
+            }
+            Err(_) if !line.trim().is_empty() => inv.errors.push(line),
+            Err(_) => {}
+        }
+    }
+    let status = child.wait().with_context(|| format!("waiting for dbt '{shown}'"))?;
+    inv.code = status.code();
+    let err = err_thread.join().unwrap_or_default();
+    if !err.trim().is_empty() {
+        inv.errors.push(err.trim_end().to_string());
+    }
+    Ok(inv)
+}
+
+/// A dbt the builder does not support (its version, or not dbt-core at all)
+/// is an error naming it.
+fn check_version(shown: &str, inv: &Invocation) -> Result<()> {
+    if let Some(v) = &inv.version {
+        if !supported(v) {
+            bail!("dbt {v} ('{shown}') is not a version the dbt builder supports ({SUPPORTED}); install one of those or use --builder native");
+        }
+    } else if inv.code != Some(0) && inv.errors.iter().any(|e| e.contains("No such command") || e.contains("Usage:")) {
+        bail!("'{shown}' does not look like dbt-core ({SUPPORTED}): {}", inv.message());
+    }
+    Ok(())
+}
+
+/// What `airlock doctor` finds out about a dbt executable.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Probe {
+    /// as named (`--dbt`, else `dbt`)
+    pub executable: String,
+    /// where it was found (PATH searched for a bare name)
+    pub path: Option<String>,
+    /// the dbt-core version it reports
+    pub version: Option<String>,
+    pub supported: bool,
+    /// the dbt-core versions the builder supports
+    pub supported_versions: &'static str,
+    /// why it cannot be used, when it cannot
+    pub problem: Option<String>,
+}
+
+/// Find `exe` and ask its version with `dbt debug --config-dir`, which
+/// neither reads the project nor connects anywhere (`dbt --version` would
+/// ask PyPI for the latest release); its log goes to a temporary folder.
+pub fn probe(exe: &Path) -> Probe {
+    let shown = exe.display().to_string();
+    let mut out = Probe { executable: shown.clone(), path: None, version: None, supported: false, supported_versions: SUPPORTED, problem: None };
+    let Some(path) = find_executable(exe) else {
+        out.problem = Some(format!("not found: no executable '{shown}'{}; install dbt-core with the adapter of your profile, or name it with --dbt PATH", if exe.components().count() > 1 { "" } else { " on PATH" }));
+        return out;
+    };
+    out.path = Some(path.display().to_string());
+    let asked = TempDir::new().and_then(|dir| {
+        let mut cmd = Command::new(&path);
+        cmd.args(["debug", "--config-dir", "--log-format", "json", "--no-use-colors", "--log-level-file", "none", "--log-path"])
+            .arg(&dir.0)
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if std::env::var_os("DBT_SEND_ANONYMOUS_USAGE_STATS").is_none() {
+            cmd.env("DBT_SEND_ANONYMOUS_USAGE_STATS", "False");
+        }
+        invoke(&shown, cmd, |_| {})
+    });
+    match asked {
+        Err(e) => out.problem = Some(format!("{e:#}")),
+        Ok(inv) => {
+            out.version = inv.version.clone();
+            out.supported = inv.version.as_deref().is_some_and(supported);
+            if let Err(e) = check_version(&shown, &inv) {
+                out.problem = Some(format!("{e:#}"));
+            } else if inv.version.is_none() {
+                out.problem = Some(format!("'{shown}' reported no dbt version: {}", inv.message()));
+            }
+        }
+    }
+    out
+}
+
+/// `exe` itself when it names a path, else the first match on PATH.
+fn find_executable(exe: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if exe.components().count() > 1 {
+        return runnable(exe).then(|| exe.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(exe)).find(|p| runnable(p))
 }
 
 /// The user's profiles.yml with the chosen target's schema replaced by the
@@ -485,19 +753,42 @@ async fn pipeline(
     let command = if publish { "deploy" } else { "build" };
     let d = wh.dialect();
 
-    // dbt's names for both targets. dbt may open the database (compile runs
-    // introspective queries): airlock holds no connection meanwhile
+    // dbt's names for both targets, parsed side by side (parsing never opens
+    // the database). The audit target's process stays up for its build, on
+    // the manifest it parsed; the prod target's goes on to compile the views
+    // (a compile that needs the database, held by airlock or dbt build, fails
+    // and runs again after the build)
+    let build_args = build_args(cfg, dbt);
     wh.release_connections();
-    let (a, p) = tokio::join!(
-        dbt.run_checked("parse", true, vec![]),
-        // views are published as dbt compiles them for prod
-        dbt.run_checked("compile", false, vec!["--select".into(), "config.materialized:view".into()])
-    );
-    a?;
-    p?;
+    let _ = std::fs::remove_file(dbt.views_path.join("manifest.json"));
+    let audit = {
+        let dbt = dbt.clone();
+        let mut build = dbt.args("build", true, &dbt.audit_path);
+        build.extend(build_args.iter().cloned());
+        tokio::task::spawn_blocking(move || dbt.start(true, Some(build), true))
+    };
+    let prod = {
+        let dbt = dbt.clone();
+        // deploy publishes views with dbt's prod SQL: compiled right after the parse
+        let views = publish.then(|| dbt.views_args());
+        tokio::task::spawn_blocking(move || dbt.start(false, views, false))
+    };
+    let (a, p) = tokio::join!(audit, prod);
+    let audit_run = a.map_err(|e| anyhow!("dbt parse stopped: {e}"))??;
+    let prod_run = p.map_err(|e| anyhow!("dbt parse stopped: {e}"))??;
+    // the prod views' compile goes on in the prod target's process; read to its end aside
+    let driven_views = prod_run.is_some() && publish;
+    let views_run = prod_run.map(|run| std::thread::spawn(move || run.go(|_| {})));
+    if views_run.is_none() {
+        dbt.run_checked("parse", false, vec![]).await?;
+    }
+    if audit_run.is_none() {
+        dbt.run_checked("parse", true, vec![]).await?;
+    }
+    tracing::debug!("{:.2} s: dbt parsed both targets ({})", started.elapsed().as_secs_f64(), if audit_run.is_some() { "the audit build waits in the same process" } else { "dbt build runs as its own process" });
     let audit_manifest = read_manifest(&dbt.audit_path.join("manifest.json"))?;
     let prod_manifest = read_manifest(&dbt.prod_path.join("manifest.json"))?;
-    let twins = twins(&audit_manifest, &prod_manifest, d)?;
+    let mut twins = twins(&audit_manifest, &prod_manifest, d)?;
     let project_name = cfg.header.name.clone();
 
     ledger::ensure(&**wh).await?;
@@ -579,48 +870,49 @@ async fn pipeline(
     wh.execute_atomic(&prep).await.context("preparing the audit location")?;
     let audit_schemas: Vec<String> = locations.iter().map(|(_, a)| a.clone()).collect();
 
+    tracing::debug!("{:.2} s: audit location prepared", started.elapsed().as_secs_f64());
     // the build: dbt alone holds the database meanwhile
     wh.release_connections();
     let results_file = dbt.audit_path.join("run_results.json");
     let _ = std::fs::remove_file(&results_file);
-    let mut args: Vec<String> = Vec::new();
-    if !cfg.select.is_empty() {
-        args.push("--select".into());
-        args.extend(cfg.select.iter().cloned());
-    }
-    if !cfg.exclude.is_empty() {
-        args.push("--exclude".into());
-        args.extend(cfg.exclude.iter().cloned());
-    }
-    if !cfg.select.is_empty() || !cfg.exclude.is_empty() {
-        // refs to what this run does not build read prod (or the staged copy)
-        args.push("--defer".into());
-        args.push("--state".into());
-        args.push(dbt.prod_path.display().to_string());
-    }
-    if cfg.full_refresh {
-        args.push("--full-refresh".into());
-    }
-    if let Some(n) = cfg.threads_given {
-        args.push("--threads".into());
-        args.push(n.to_string());
-    }
-    let build = {
+    let (build, views) = {
         let dbt = dbt.clone();
         let command = command.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut cmd = dbt.command("build", true);
-            cmd.args(&args);
             let mut progress: Option<Progress> = None;
-            let inv = dbt.run(cmd, |event| stream_progress(event, &mut progress, &command));
+            // a dbt airlock cannot drive: the prod views compile beside the
+            // build once it runs nodes (it holds the database by then: a
+            // compile that needs it fails and runs again after the build,
+            // never the build)
+            let mut compile: Option<std::thread::JoinHandle<Result<Invocation>>> = None;
+            let inv = {
+                let mut on_event = |event: &Value| {
+                    stream_progress(event, &mut progress, &command);
+                    if publish && !driven_views && compile.is_none() && event.pointer("/info/name").and_then(Value::as_str) == Some("LogStartLine") {
+                        let dbt = dbt.clone();
+                        compile = Some(std::thread::spawn(move || dbt.compile_views()));
+                    }
+                };
+                match audit_run {
+                    Some(run) => run.go(&mut on_event),
+                    None => {
+                        let mut cmd = dbt.command("build", true);
+                        cmd.args(&build_args);
+                        dbt.run(cmd, &mut on_event)
+                    }
+                }
+            };
             if let Some(p) = progress {
                 p.finish();
             }
-            inv
+            let views = compile.or(views_run).map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the prod compile stopped"))));
+            (inv, views)
         })
         .await
         .map_err(|e| anyhow!("dbt build stopped: {e}"))?
-    }?;
+    };
+    let build = build?;
+    tracing::debug!("{:.2} s: dbt build done", started.elapsed().as_secs_f64());
     if interrupt.exit_code().is_some() {
         bail!("dbt build was interrupted");
     }
@@ -777,6 +1069,8 @@ async fn pipeline(
         ExitStatus::Interrupted(interrupt.exit_code().unwrap_or(130))
     } else {
         let r = release.as_mut().expect("deploy has a release");
+        prod_views(dbt, wh, views, &mut twins).await?;
+        tracing::debug!("{:.2} s: prod views compiled; publishing", started.elapsed().as_secs_f64());
         if strategy.steps.publish == Publish::Rebuild {
             publish_wap(cfg, strategy, dbt, wh, r, &twins, &prod_manifest, &built, &prod, &locations, &mut report).await?
         } else {
@@ -800,6 +1094,80 @@ async fn pipeline(
     report.seconds = started.elapsed().as_secs_f64();
     report::print_run(&report, cfg.format);
     Ok(exit)
+}
+
+/// `dbt build`'s arguments beyond the target's: the selection (refs to
+/// what is not built read prod, `--defer --state` on the prod manifest),
+/// `--full-refresh`, `--threads`.
+fn build_args(cfg: &RunConfig, dbt: &Dbt) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if !cfg.select.is_empty() {
+        args.push("--select".into());
+        args.extend(cfg.select.iter().cloned());
+    }
+    if !cfg.exclude.is_empty() {
+        args.push("--exclude".into());
+        args.extend(cfg.exclude.iter().cloned());
+    }
+    if !cfg.select.is_empty() || !cfg.exclude.is_empty() {
+        args.push("--defer".into());
+        args.push("--state".into());
+        args.push(dbt.prod_path.display().to_string());
+    }
+    if cfg.full_refresh {
+        args.push("--full-refresh".into());
+    }
+    if let Some(n) = cfg.threads_given {
+        args.push("--threads".into());
+        args.push(n.to_string());
+    }
+    args
+}
+
+impl Dbt {
+    /// The prod target's views, compiled as dbt compiles them (their tests
+    /// left out; no cache of the warehouse's relations, so the database is
+    /// opened only by a view whose Jinja queries it).
+    fn compile_views(&self) -> Result<Invocation> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(self.views_args());
+        self.environment(&mut cmd);
+        self.run(cmd, |_| {})
+    }
+}
+
+/// The prod SQL of every view to publish, from dbt's compile of the prod
+/// target (run beside the build, or now when that one did not start or
+/// failed), into `twins`. A view whose prod name differs between dbt's
+/// parse and its compile is an error.
+async fn prod_views(dbt: &Arc<Dbt>, wh: &Recording, compiled: Option<Result<Invocation>>, twins: &mut BTreeMap<String, Twin>) -> Result<()> {
+    if !twins.values().any(|t| t.prod.materialized == "view") {
+        return Ok(());
+    }
+    if !matches!(&compiled, Some(Ok(inv)) if inv.code == Some(0)) {
+        let why = match &compiled {
+            None => "it did not start (no node ran)".to_string(),
+            Some(Ok(inv)) => inv.message(),
+            Some(Err(e)) => format!("{e:#}"),
+        };
+        tracing::debug!("compiling the prod views after the build: beside it, {why}");
+        wh.release_connections();
+        let _ = std::fs::remove_file(dbt.views_path.join("manifest.json"));
+        let me = dbt.clone();
+        let inv = tokio::task::spawn_blocking(move || me.compile_views()).await.map_err(|e| anyhow!("dbt compile stopped: {e}"))??;
+        if inv.code != Some(0) {
+            bail!("dbt compile (the prod target '{}') failed, nothing published:\n{}", dbt.target, inv.message());
+        }
+    }
+    let compiled = read_manifest(&dbt.views_path.join("manifest.json"))?;
+    for (id, t) in twins.iter_mut().filter(|(_, t)| t.prod.materialized == "view") {
+        let c = compiled.get(id).ok_or_else(|| anyhow!("{id}: dbt's compile of the prod target has no view {}", t.prod.name))?;
+        if (&c.schema, &c.identifier, &c.database) != (&t.prod.schema, &t.prod.identifier, &t.prod.database) {
+            bail!("{id}: dbt names the prod view {}.{} when compiling but {}.{} when parsing", c.schema, c.identifier, t.prod.schema, t.prod.identifier);
+        }
+        t.prod.compiled_code = c.compiled_code.clone();
+    }
+    Ok(())
 }
 
 /// dbt's JSON events as airlock's progress bar (created at dbt's first node,

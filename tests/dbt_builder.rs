@@ -97,7 +97,13 @@ fn shop_publishes_the_same_prod_tables_through_both_builders() {
 
     let with_dbt = Scratch::new();
     let project = with_dbt.copy_fixture("shop");
-    let mut cmd = with_dbt.command(&project, &["deploy", "--builder", "dbt", "--dbt", dbt()]);
+    // dbt behind a shell wrapper: airlock cannot drive its Python, so it runs
+    // `dbt parse` and `dbt build` one by one (the features tests take the
+    // one-process path)
+    let wrapper = with_dbt.path().join("dbt-wrapper");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec '{}' \"$@\"\n", dbt())).unwrap();
+    Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    let mut cmd = with_dbt.command(&project, &["deploy", "--builder", "dbt", "--dbt", wrapper.to_str().unwrap()]);
     cmd.current_dir(&project);
     let run = Run::of(&mut cmd);
     run.assert_code(0);
@@ -219,4 +225,24 @@ fn wap_with_the_dbt_builder_rebuilds_the_marts_in_prod_with_dbt_itself() {
     // only the top-level models are published; their upstream stayed in audit
     assert!(prod_checksums(&air, &["main", "main_snapshots"]).is_empty(), "wap published more than the marts");
     assert!(run.stdout.contains("orders_incremental"), "{}", run.stdout);
+}
+
+#[test]
+fn a_project_whose_audit_build_would_land_in_prod_is_refused_before_dbt_builds() {
+    // a generate_schema_name that ignores target.schema: the audit target's
+    // objects would be built in prod's schema
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    std::fs::write(
+        project.join("macros/generate_schema_name.sql"),
+        "{% macro generate_schema_name(custom_schema_name, node) %}main{% endmacro %}\n",
+    )
+    .unwrap();
+    let mut cmd = s.command(&project, &["deploy", "--builder", "dbt", "--dbt", dbt()]);
+    cmd.current_dir(&project);
+    let run = Run::of(&mut cmd);
+    run.assert_code(2);
+    assert!(run.stderr.contains("which is a prod schema of this project") && run.stderr.contains("airlock will not build into prod"), "{}", run.stderr);
+    // dbt parsed, and never built: nothing in the database's prod schema
+    assert!(prod_empty(&s.db()), "dbt built although the audit location was refused");
 }

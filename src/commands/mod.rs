@@ -1,6 +1,7 @@
 //! One file per subcommand; `dispatch` turns parsed arguments into a checked
 //! config and runs the command.
 
+mod doctor;
 mod history;
 mod init;
 mod plan;
@@ -58,5 +59,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         Command::Init(a) => init::run(&g.project_dir, a.force),
         Command::Recover(a) => recover::run(&RunConfig::new(g, &SelectArgs::default())?, a.undo).await,
         Command::Unlock(a) => unlock::run(&RunConfig::new(g, &SelectArgs::default())?, a.force).await,
+        Command::Doctor(a) => {
+            let select = SelectArgs { builder: a.builder.clone(), dbt: a.dbt.clone(), ..SelectArgs::default() };
+            doctor::run(&RunConfig::new(g, &select)?)
+        }
     }
 }

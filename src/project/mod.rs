@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 pub use load::load_project;
+pub use refuse::Refused;
 
 /// A node id as dbt spells it: `model.shop.orders`, `seed.shop.raw_orders`,
 /// `source.shop.landing.shipments`, `test.shop.unique_orders_id`.

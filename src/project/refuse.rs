@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 use super::{Materialization, Node, NodeKind};
@@ -51,20 +51,40 @@ impl Refusals {
         }
     }
 
-    /// An error listing every refused construct, when there is one.
+    /// An error listing every refused construct, when there is one: a
+    /// [`Refused`], which `airlock doctor` reads back instead of judging the
+    /// project a second time.
     pub fn check(&self) -> Result<()> {
         if self.items.is_empty() {
             return Ok(());
         }
-        let lines: Vec<String> = self.items.iter().map(|(file, what)| format!("  {file}: {what}")).collect();
-        let n = self.items.len();
-        bail!(
-            "the native builder does not support {} of this project yet (nothing was built); run it with --builder dbt, which runs your dbt inside airlock's gate:\n{}",
-            if n == 1 { "1 construct".to_string() } else { format!("{n} constructs") },
-            lines.join("\n")
-        )
+        Err(Refused { items: self.items.clone(), complete: !self.blocking }.into())
     }
 }
+
+/// What the native builder refused in a project: (file, construct) in the
+/// order found. `complete` is false when a construct stopped the load before
+/// the models were rendered (packages, custom materializations): what
+/// rendering would find is not in the list yet.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub items: Vec<(String, String)>,
+    pub complete: bool,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.items.len();
+        let count = if n == 1 { "1 construct".to_string() } else { format!("{n} constructs") };
+        write!(f, "the native builder does not support {count} of this project yet (nothing was built); run it with --builder dbt, which runs your dbt inside airlock's gate:")?;
+        for (file, what) in &self.items {
+            write!(f, "\n  {file}: {what}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refused {}
 
 fn set(value: &Value) -> bool {
     match value {
