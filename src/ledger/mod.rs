@@ -83,10 +83,11 @@ pub async fn exists(wh: &dyn Warehouse) -> Result<bool> {
     match wh.query(&sql).await {
         Ok(rows) => Ok(rows.rows.first().and_then(|r| r.first()).cloned().flatten().is_some_and(|n| n != "0")),
         // no ledger database yet: nothing was ever deployed this way
-        Err(e) => {
+        Err(e) if format!("{e:#}").contains("does not exist") => {
             tracing::debug!("no ledger in database {}: {e:#}", h.database);
             Ok(false)
         }
+        Err(e) => Err(e.context(format!("reading the ledger in database {}", h.database))),
     }
 }
 
