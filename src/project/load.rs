@@ -166,11 +166,11 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                     other => other.to_string(),
                 };
                 let target_db = target.get("database").and_then(Value::as_str).unwrap_or_default();
-                if db.eq_ignore_ascii_case(target_db) {
-                } else if target.get("type").and_then(Value::as_str) == Some("snowflake") {
-                    source_database = Some(db);
-                } else {
-                    refusals.add(&rel, format!("source '{}' in database '{db}' (another database than the target's)", src.name));
+                let snowflake = target.get("type").and_then(Value::as_str) == Some("snowflake");
+                match (db.eq_ignore_ascii_case(target_db), snowflake) {
+                    (true, _) => {}
+                    (false, true) => source_database = Some(db),
+                    (false, false) => refusals.add(&rel, format!("source '{}' in database '{db}' (another database than the target's)", src.name)),
                 }
             }
             for table in src.tables {
