@@ -8,20 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::*;
-
-/// The dbt executable, installed once per test process.
-fn dbt() -> &'static str {
-    static DBT: OnceLock<String> = OnceLock::new();
-    DBT.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dbt/install.sh");
-        let out = Command::new("bash").arg(script).output().expect("run tests/dbt/install.sh");
-        assert!(out.status.success(), "tests/dbt/install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
-}
 
 /// Plain dbt, as a user runs it, on `db` (the fixtures' profiles read it from the env).
 fn plain_dbt(project: &Path, db_env: (&str, &Path), args: &[&str]) {

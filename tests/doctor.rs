@@ -5,23 +5,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::*;
 use serde_json::Value;
-
-/// The dbt executable (dbt-core 1.11.16), installed once per test process.
-fn dbt() -> &'static str {
-    static DBT: OnceLock<String> = OnceLock::new();
-    DBT.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dbt/install.sh");
-        let out = Command::new("bash").arg(script).output().expect("run tests/dbt/install.sh");
-        assert!(out.status.success(), "tests/dbt/install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
-}
 
 /// No dbt to start: the checks that do not need one stay fast.
 const NO_DBT: &str = "/nonexistent/bin/dbt";

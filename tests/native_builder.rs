@@ -1,5 +1,5 @@
 //! The native builder against real dbt (dbt-core 1.11.16 + dbt-duckdb 1.11.1,
-//! installed on first use into a venv outside the clone): for each feature it
+//! installed on first use by tests/dbt/install.sh, outside the clone): for each feature it
 //! claims, the same fixture gives the same test verdicts and the same prod
 //! tables as `dbt build`.
 
@@ -8,30 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
-use common::{copy_dir, fixture, prod_checksums, Run, Scratch};
+use common::{copy_dir, dbt, fixture, prod_checksums, Run, Scratch};
 use serde_json::Value;
-
-const DBT_PINS: &[&str] = &["dbt-core==1.11.16", "dbt-duckdb==1.11.1", "duckdb==2.0.0"];
-
-/// The venv's dbt, created (idempotently) when missing: `$AIRLOCK_DBT_VENV`
-/// or `~/.cache/airlock-dbt-venv`, the venv benches/run.py uses too.
-fn dbt() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = std::env::var_os("AIRLOCK_DBT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/airlock-dbt-venv"));
-    let bin = venv.join("bin/dbt");
-    if !bin.exists() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 runs").success();
-        assert!(ok, "cannot create the dbt venv {}", venv.display());
-        let ok = Command::new(venv.join("bin/pip")).args(["install", "--quiet"]).args(DBT_PINS).status().expect("pip runs").success();
-        assert!(ok, "cannot install {DBT_PINS:?} into {}", venv.display());
-    }
-    bin
-}
 
 /// `dbt build` of `project` into `db`; its run results and manifest.
 fn dbt_build(project: &Path, db: &Path) -> (Run, Value, Value) {

@@ -10,6 +10,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The dbt the tests compare with and wrap (dbt-core 1.11.16 + dbt-duckdb
+/// 1.11.1), installed once per test process by tests/dbt/install.sh (the
+/// same idempotent installer `.ci/run` and the benchmarks use).
+pub fn dbt() -> &'static str {
+    static DBT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DBT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dbt/install.sh");
+        let out = Command::new("bash").arg(script).output().expect("run tests/dbt/install.sh");
+        assert!(out.status.success(), "tests/dbt/install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
