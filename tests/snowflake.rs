@@ -64,6 +64,19 @@ impl Shop {
         Shop { s, db, project, failing }
     }
 
+    /// A new customer in the seeds (a change that reaches tables and views).
+    fn add_customer(&self) {
+        append(&self.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n");
+    }
+
+    /// The second release's data: the new customer, an order and its payment
+    /// (ORDERS' amount 866.27 -> 916.27).
+    fn grow_seeds(&self) {
+        self.add_customer();
+        append(&self.project.join("seeds/raw_orders.csv"), "31,21,2024-06-02,completed\n");
+        append(&self.project.join("seeds/raw_payments.csv"), "36,31,credit_card,5000\n");
+    }
+
     fn airlock(&self, project: &Path, args: &[&str]) -> Run {
         Run::of(self.s.command(project, args).env_remove("AIRLOCK_FAILPOINT"))
     }
@@ -252,9 +265,7 @@ fn round_trip(strategy: &str) -> String {
     assert_eq!(shop.grants(), grants, "{strategy}: a blocked deploy changed privileges");
 
     // a second release keeps every privilege
-    append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n");
-    append(&shop.project.join("seeds/raw_orders.csv"), "31,21,2024-06-02,completed\n");
-    append(&shop.project.join("seeds/raw_payments.csv"), "36,31,credit_card,5000\n");
+    shop.grow_seeds();
     let second = shop.deploy(strategy);
     second.assert_code(0);
     assert_eq!(shop.scalar("SELECT COUNT(*) FROM ANALYTICS_MARTS.CUSTOMERS"), "21", "{strategy}");
@@ -350,7 +361,7 @@ fn mirror_round_trip() -> Vec<String> {
 #[test]
 fn a_swap_killed_at_every_publish_step_is_recovered() {
     let shop = Shop::new("kill_swap");
-    recover_after_every_step(&shop, "swap", || append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n"));
+    recover_after_every_step(&shop, "swap", || shop.add_customer());
 }
 
 #[test]
@@ -362,7 +373,7 @@ fn an_object_by_object_publish_killed_at_every_step_is_recovered() {
 #[test]
 fn a_clone_back_killed_at_every_publish_step_is_recovered() {
     let shop = Shop::new("kill_clone_back");
-    recover_after_every_step(&shop, "clone-back", || append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n"));
+    recover_after_every_step(&shop, "clone-back", || shop.add_customer());
 }
 
 #[test]
@@ -390,7 +401,7 @@ fn privileges_lost_during_a_publish_fail_the_release_and_recover_undo_restores_t
     let old = shop.checksums();
     let grants = shop.grants();
     assert!(grants.iter().any(|g| g.contains("AIRLOCK_LOST_AUDITOR")), "{grants:#?}");
-    append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n");
+    shop.add_customer();
 
     let run = shop.deploy("swap");
     assert_ne!(run.code, 0, "a publish that lost privileges passed:\n{}\n{}", run.stdout, run.stderr);
@@ -586,9 +597,7 @@ fn a_database_swap_round_trips_with_the_ledger_outside_prod() {
     assert_eq!(shop.checksums(), first, "a blocked database swap changed prod");
     assert_eq!(shop.grants(), grants, "a blocked database swap changed privileges");
 
-    append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n");
-    append(&shop.project.join("seeds/raw_orders.csv"), "31,21,2024-06-02,completed\n");
-    append(&shop.project.join("seeds/raw_payments.csv"), "36,31,credit_card,5000\n");
+    shop.grow_seeds();
     shop.deploy("swap").assert_code(0);
     assert_eq!(shop.scalar("SELECT TO_CHAR(ROUND(SUM(AMOUNT), 2)) FROM ANALYTICS_MARTS.ORDERS"), "916.27");
     assert_eq!(shop.grants(), grants, "the second database swap changed privileges on prod (the database's own included)");
@@ -619,7 +628,7 @@ fn a_database_swap_round_trips_with_the_ledger_outside_prod() {
 #[test]
 fn a_database_swap_killed_at_every_publish_step_is_recovered() {
     let shop = Shop::with_audit_database("kill_dbswap");
-    recover_after_every_step(&shop, "swap", || append(&shop.project.join("seeds/raw_customers.csv"), "21,Zoe,Quinn,zoe.quinn@example.com,2024-06-01\n"));
+    recover_after_every_step(&shop, "swap", || shop.add_customer());
 }
 
 /// A source in prod's own database would be swapped away with the demoted
