@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use airlock::warehouse::{LockError, LockInfo, ObjectKind, SeedLoad, Warehouse};
 use common::snowflake::{self as sf, Profile};
-use common::Scratch;
+use common::{HeldPort, Scratch};
 
 fn text(cells: &[&str]) -> Vec<Option<String>> {
     cells.iter().map(|c| (*c != "NULL").then(|| c.to_string())).collect()
@@ -221,13 +221,15 @@ struct FlakyFront {
 
 impl FlakyFront {
     fn start(opens_after: Duration, fail: impl Fn(&str, usize) -> bool + Send + 'static) -> FlakyFront {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // refused until the front listens; no other test can take the port meanwhile
+        let held = HeldPort::new();
+        let port = held.port;
         let failed = Arc::new(AtomicUsize::new(0));
         let counter = failed.clone();
         let target = sf::emulator().port;
         std::thread::spawn(move || {
             std::thread::sleep(opens_after);
-            let listener = TcpListener::bind(("127.0.0.1", port)).expect("the front's port is still free");
+            let listener = held.listen();
             for (seen, conn) in listener.incoming().enumerate() {
                 let Ok(mut client) = conn else { continue };
                 let Some(request) = read_request(&mut client) else { continue };
@@ -312,7 +314,8 @@ async fn http_503_at_login_and_at_submission_is_retried() {
 async fn a_closed_port_fails_after_bounded_retries_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut profile = Profile::new(&sf::unique_database("closed"));
-    profile.port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = HeldPort::new();
+    profile.port = closed.port;
     let wh = profile.open(dir.path());
     let started = Instant::now();
     let err = format!("{:#}", wh.query("SELECT 1").await.unwrap_err());

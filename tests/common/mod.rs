@@ -181,3 +181,43 @@ pub fn mirror_project(s: &Scratch) -> std::path::PathBuf {
     project
 }
 
+
+/// A port of 127.0.0.1 held by a TCP socket that is bound but not
+/// listening: a connection to it is refused, and no other test or process
+/// can take the port while it is held. (A port found by binding port 0 and
+/// closing the listener can be handed to another test before it is used.)
+pub struct HeldPort {
+    fd: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: plain socket calls on a descriptor owned here, with
+        // sockaddr_in buffers of the size passed
+        unsafe {
+            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+            let fd = OwnedFd::from_raw_fd(raw);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(fd.as_raw_fd(), &addr as *const libc::sockaddr_in as *const libc::sockaddr, len);
+            assert_eq!(rc, 0, "bind 127.0.0.1:0: {}", std::io::Error::last_os_error());
+            let rc = libc::getsockname(fd.as_raw_fd(), &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr, &mut len);
+            assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+            HeldPort { fd, port: u16::from_be(addr.sin_port) }
+        }
+    }
+
+    /// Start listening on the held port.
+    pub fn listen(self) -> std::net::TcpListener {
+        use std::os::fd::AsRawFd;
+        // SAFETY: listen on the bound socket this owns
+        let rc = unsafe { libc::listen(self.fd.as_raw_fd(), 128) };
+        assert_eq!(rc, 0, "listen on 127.0.0.1:{}: {}", self.port, std::io::Error::last_os_error());
+        std::net::TcpListener::from(self.fd)
+    }
+}
