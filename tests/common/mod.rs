@@ -181,7 +181,6 @@ pub fn mirror_project(s: &Scratch) -> std::path::PathBuf {
     project
 }
 
-
 /// A port of 127.0.0.1 held by a TCP socket that is bound but not
 /// listening: a connection to it is refused, and no other test or process
 /// can take the port while it is held. (A port found by binding port 0 and
