@@ -3,7 +3,7 @@
 //! `--threads` at once. A test runs right after the node it tests; a failing
 //! error-severity test skips that node's descendants, as `dbt build` does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,16 +115,19 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     // exist there. A model that cannot is an error; a test that cannot is left
     // out with a warning (it tests a relation this run neither builds nor has)
     let mut unrunnable: BTreeMap<NodeId, String> = BTreeMap::new();
+    let audit_ids: HashSet<&NodeId> = in_audit.iter().collect();
+    let mut upstream: HashMap<&NodeId, BTreeSet<NodeId>> = HashMap::with_capacity(selected.len());
     for id in selected.iter() {
         let node = project.node(id);
         if !(node.is_relation() || node.kind == NodeKind::Test) {
             continue;
         }
-        for dep in upstream_relations(project, id) {
-            if in_audit.contains(&dep) {
+        let ups = upstream.entry(id).or_insert_with(|| upstream_relations(project, id));
+        for dep in ups.iter() {
+            if audit_ids.contains(dep) {
                 continue;
             }
-            let up = project.node(&dep);
+            let up = project.node(dep);
             let schema = layout.prod_schema(up);
             if prod.get(&schema, &layout.ident(up)).is_none() {
                 if node.kind == NodeKind::Test {
@@ -153,17 +156,10 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     let order = dag.topo_order();
     let topo_index: HashMap<&NodeId, usize> = order.iter().enumerate().map(|(i, id)| (id, i)).collect();
     let mut steps: Vec<Step> = Vec::new();
-    let step_ids: BTreeSet<NodeId> = selected
-        .iter()
-        .filter(|id| {
-            let n = project.node(id);
-            (n.is_relation() || n.kind == NodeKind::Test) && !unrunnable.contains_key(*id)
-        })
-        .cloned()
-        .collect();
-    // tests by the node they are attached to
+    let step_ids: HashSet<&NodeId> = upstream.keys().copied().filter(|id| !unrunnable.contains_key(*id)).collect();
+    // tests by the node they are attached to, in id order
     let mut tests_of: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-    for id in &step_ids {
+    for id in selected.iter().filter(|id| step_ids.contains(id)) {
         let n = project.node(id);
         if n.kind == NodeKind::Test {
             if let Some(owner) = &n.attached_to {
@@ -175,8 +171,9 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     for id in order.iter().filter(|id| step_ids.contains(*id)) {
         let node = project.node(id);
         let mut step = Step { id: id.clone(), statements: vec![], group: vec![], deps: vec![], incremental: false, refused: None, seed: None };
-        let ups = upstream_relations(project, id);
-        for up in &ups {
+        let ups = &upstream[id];
+        let mut descendants = None;
+        for up in ups {
             if step_ids.contains(up) {
                 step.deps.push(up.clone());
             }
@@ -187,7 +184,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             for t in tests_of.get(up).into_iter().flatten() {
                 let test = project.node(t);
                 let cyclic = test.depends_on.iter().any(|d| {
-                    d == id || (topo_index.get(d) > topo_index.get(id) && dag.descendants(id).contains(d))
+                    d == id || (topo_index.get(d) > topo_index.get(id) && descendants.get_or_insert_with(|| dag.descendants(id)).contains(d))
                 });
                 if !cyclic {
                     step.deps.push(t.clone());

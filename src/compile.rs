@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 
@@ -28,6 +28,19 @@ pub struct Layout {
     /// Snowflake: the audit location is a whole database (`audit_database`
     /// in airlock.toml); each audit schema has its prod schema's name there
     pub audit_database: Option<AuditDatabase>,
+    /// every node's relations, computed once (a layout belongs to one project)
+    pub relations: RelationCache,
+}
+
+/// Each relation node's prod relation and, for what is built, its audit
+/// twin: computed on first use, then shared by every placement.
+#[derive(Clone, Default)]
+pub struct RelationCache(Arc<OnceLock<Arc<HashMap<NodeId, (Relation, Option<Relation>)>>>>);
+
+impl std::fmt::Debug for RelationCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RelationCache({} nodes)", self.0.get().map_or(0, |m| m.len()))
+    }
 }
 
 /// A database-level audit location: prod's database and its audit twin.
@@ -154,24 +167,36 @@ impl Layout {
     /// Placement for one run: nodes in `in_audit` resolve to the audit
     /// location, other relations to prod, ephemeral models to their CTE.
     pub fn placement(&self, project: &Project, in_audit: &BTreeSet<NodeId>) -> Placement {
-        let mut map: HashMap<NodeId, Relation> = HashMap::with_capacity(project.nodes.len());
-        for node in project.nodes.values() {
-            let rel = match node.kind {
-                NodeKind::Source => self.source_relation(node),
-                NodeKind::Model if node.materialization == Materialization::Ephemeral => Relation {
-                    database: None,
-                    schema: String::new(),
-                    identifier: node.name.clone(),
-                    rendered: cte_name(self.dialect, &node.name),
-                },
-                NodeKind::Model | NodeKind::Seed if in_audit.contains(&node.id) => self.audit_relation(node),
-                NodeKind::Model | NodeKind::Seed => self.prod_relation(node),
-                NodeKind::Test => continue,
-            };
-            map.insert(node.id.clone(), rel);
-        }
-        let map = Arc::new(map);
-        Arc::new(move |id: &str| map.get(id).cloned().unwrap_or_else(|| Relation { database: None, schema: String::new(), identifier: id.into(), rendered: id.into() }))
+        let table = self.relations(project);
+        let in_audit: std::collections::HashSet<NodeId> = in_audit.iter().filter(|id| matches!(table.get(*id), Some((_, Some(_))))).cloned().collect();
+        Arc::new(move |id: &str| match table.get(id) {
+            Some((_, Some(audit))) if in_audit.contains(id) => audit.clone(),
+            Some((rel, _)) => rel.clone(),
+            None => Relation { database: None, schema: String::new(), identifier: id.into(), rendered: id.into() },
+        })
+    }
+
+    /// Every relation node's prod relation (sources: their table; ephemeral
+    /// models: their CTE) and, for models and seeds, the audit one.
+    fn relations(&self, project: &Project) -> Arc<HashMap<NodeId, (Relation, Option<Relation>)>> {
+        self.relations
+            .0
+            .get_or_init(|| {
+                let mut map = HashMap::with_capacity(project.nodes.len());
+                for node in project.nodes.values() {
+                    let rels = match node.kind {
+                        NodeKind::Source => (self.source_relation(node), None),
+                        NodeKind::Model if node.materialization == Materialization::Ephemeral => {
+                            (Relation { database: None, schema: String::new(), identifier: node.name.clone(), rendered: cte_name(self.dialect, &node.name) }, None)
+                        }
+                        NodeKind::Model | NodeKind::Seed => (self.prod_relation(node), Some(self.audit_relation(node))),
+                        NodeKind::Test => continue,
+                    };
+                    map.insert(node.id.clone(), rels);
+                }
+                Arc::new(map)
+            })
+            .clone()
     }
 }
 

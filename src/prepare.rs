@@ -4,6 +4,7 @@
 //! it; `plan --strategy all` compares it across strategies.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
@@ -16,14 +17,15 @@ use crate::warehouse::ObjectKind;
 
 pub struct Prepared<'s> {
     pub strategy: &'s Strategy,
-    pub selected: BTreeSet<NodeId>,
+    pub selected: Arc<BTreeSet<NodeId>>,
     /// relations copied from prod into audit before the build
     pub staged: BTreeSet<NodeId>,
     /// (prod schema, audit schema) pairs this run touches
     pub locations: Vec<(String, String)>,
     /// reset the audit location and stage prod into it
     pub prep: Vec<String>,
-    pub steps: Vec<Step>,
+    /// shared by every strategy of one `plan --strategy all` that builds the same
+    pub steps: Arc<Vec<Step>>,
     pub changes: Vec<Change>,
     /// tagged models the strategy would publish but this run did not build
     pub unbuilt_tagged: Vec<String>,
@@ -36,12 +38,64 @@ pub struct Prepared<'s> {
     pub left_out: Vec<(String, String)>,
 }
 
+/// What `plan --strategy all` computes once for every strategy that builds
+/// the same: the scoped selection depends only on the build scope and the
+/// mirror tag, and the build steps on that and what is staged (the session
+/// and prod being the same). Per strategy only staging and publish remain.
+#[derive(Default)]
+pub struct BuildPlans {
+    selections: Mutex<Vec<(Scope, Arc<BTreeSet<NodeId>>)>>,
+    steps: Mutex<Vec<(Scope, BTreeSet<NodeId>, Arc<Vec<Step>>)>>,
+    /// views' SELECTs against prod, as every strategy publishes them
+    views: Mutex<std::collections::HashMap<NodeId, String>>,
+}
+
+/// What decides a strategy's scoped selection.
+type Scope = (BuildScope, String);
+
+impl BuildPlans {
+    fn selection(&self, scope: &Scope, select: impl FnOnce() -> Result<BTreeSet<NodeId>>) -> Result<Arc<BTreeSet<NodeId>>> {
+        let mut known = self.selections.lock().expect("build plans poisoned");
+        if let Some((_, selected)) = known.iter().find(|(s, _)| s == scope) {
+            return Ok(selected.clone());
+        }
+        let selected = Arc::new(select()?);
+        known.push((scope.clone(), selected.clone()));
+        Ok(selected)
+    }
+
+    fn steps(&self, scope: &Scope, staged: &BTreeSet<NodeId>, plan: impl FnOnce() -> Result<Vec<Step>>) -> Result<Arc<Vec<Step>>> {
+        let mut known = self.steps.lock().expect("build plans poisoned");
+        if let Some((_, _, steps)) = known.iter().find(|(s, st, _)| s == scope && st == staged) {
+            return Ok(steps.clone());
+        }
+        let steps = Arc::new(plan()?);
+        known.push((scope.clone(), staged.clone(), steps.clone()));
+        Ok(steps)
+    }
+
+    fn view(&self, id: &NodeId, render: impl FnOnce() -> Result<String>) -> Result<String> {
+        if let Some(select) = self.views.lock().expect("build plans poisoned").get(id) {
+            return Ok(select.clone());
+        }
+        let select = render()?;
+        self.views.lock().expect("build plans poisoned").insert(id.clone(), select.clone());
+        Ok(select)
+    }
+}
+
 pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) -> Result<Prepared<'s>> {
+    prepare_with(session, strategy, prod, &BuildPlans::default())
+}
+
+/// [`prepare`], reusing the build steps `plans` already holds for the same selection and staging.
+pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog, plans: &BuildPlans) -> Result<Prepared<'s>> {
     let project = session.project();
     let layout = &session.layout;
     let d = layout.dialect;
     strategy.check_support(d)?;
-    let selected = scoped_selection(session, strategy)?;
+    let scope: Scope = (strategy.steps.build, mirror_tag(session, strategy));
+    let selected = plans.selection(&scope, || scoped_selection(session, strategy))?;
     let order = session.dag.topo_order();
     let relations: Vec<&NodeId> = order.iter().filter(|id| selected.contains(*id) && project.node(id).is_relation()).collect();
 
@@ -99,7 +153,7 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
 
     let compiler = session.compiler();
     let input = BuildInput { compiler: &compiler, dag: &session.dag, selected: &selected, staged: &staged, prod, full_refresh: session.cfg.full_refresh };
-    let steps = build::plan_steps(&input).map_err(|e| mirror_hint(e, session, strategy))?;
+    let steps = plans.steps(&scope, &staged, || build::plan_steps(&input)).map_err(|e| mirror_hint(e, session, strategy))?;
 
     // what publish will make of prod
     let publish_set: BTreeSet<NodeId> = match strategy.steps.publish {
@@ -123,8 +177,10 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
     };
     let place_prod = layout.placement(project, &BTreeSet::new());
     // wap: rebuilt tables read the audited relations of everything not rebuilt
-    let not_rebuilt: BTreeSet<NodeId> = selected.iter().filter(|id| !publish_set.contains(*id)).cloned().collect();
-    let place_rebuild = layout.placement(project, &not_rebuilt);
+    let place_rebuild = (strategy.steps.publish == Publish::Rebuild).then(|| {
+        let not_rebuilt: BTreeSet<NodeId> = selected.iter().filter(|id| !publish_set.contains(*id)).cloned().collect();
+        layout.placement(project, &not_rebuilt)
+    });
     let mut changes = Vec::new();
     for id in order.iter().filter(|id| publish_set.contains(*id)) {
         let node = project.node(id);
@@ -132,11 +188,14 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
         let prev = prod.get(&schema, &layout.ident(node)).cloned();
         let desired = match node.materialization {
             Materialization::View => Desired::View {
-                select: compiler.select_sql(node, &place_prod, Some(layout.prod_relation(node)), false).with_context(|| format!("rendering view {} against prod", node.name))?,
+                select: plans.view(id, || compiler.select_sql(node, &place_prod, Some(layout.prod_relation(node)), false).with_context(|| format!("rendering view {} against prod", node.name)))?,
             },
-            Materialization::Table if strategy.steps.publish == Publish::Rebuild => Desired::Rebuild {
-                select: compiler.select_sql(node, &place_rebuild, Some(layout.prod_relation(node)), false).with_context(|| format!("rendering {} for its rebuild in prod", node.name))?,
-            },
+            Materialization::Table if strategy.steps.publish == Publish::Rebuild => {
+                let place = place_rebuild.as_ref().expect("placed for a rebuild");
+                Desired::Rebuild {
+                    select: compiler.select_sql(node, place, Some(layout.prod_relation(node)), false).with_context(|| format!("rendering {} for its rebuild in prod", node.name))?,
+                }
+            }
             _ => {
                 if prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
                     count_rows(&schema, &layout.ident(node)); // the backup copy
@@ -150,8 +209,8 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
     if d != crate::warehouse::Dialect::DuckDb {
         rows_copied = None; // remote clones are zero-copy or priced by the warehouse
     }
-    let no_place = layout.placement(project, &selected);
-    let run_hook = |h: &String| compiler.hook_sql("dbt_project.yml (on-run hook)", h, &no_place, None);
+    let no_place = (!project.on_run_start.is_empty() || !project.on_run_end.is_empty()).then(|| layout.placement(project, &selected));
+    let run_hook = |h: &String| compiler.hook_sql("dbt_project.yml (on-run hook)", h, no_place.as_ref().expect("placed where there are hooks"), None);
     let on_run_start = project.on_run_start.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
     let on_run_end = project.on_run_end.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
     let left_out = left_out(session, strategy, &selected);

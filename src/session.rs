@@ -49,6 +49,7 @@ impl Session {
             search_dirs: cfg.search_dirs(),
             quoting: loaded.project.quoting,
             audit_database: cfg.audit_database.clone(),
+            relations: Default::default(),
         };
         let session = Session { registry, cfg, loaded, dag, selected, layout };
         session.check_schemas()?;

@@ -49,7 +49,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
                 return crate::dbt_builder::plan(&cfg);
             }
             let dialect = a.dialect.as_deref().and_then(crate::warehouse::Dialect::parse).unwrap_or_else(|| cfg.profile.dialect());
-            plan::run(&Session::open_as(cfg, dialect)?, a.show_sql, a.offline).await
+            let session = Session::open_as(cfg, dialect)?;
+            let status = plan::run(&session, a.show_sql, a.offline).await;
+            // a plan holds nothing to close and the process ends next: freeing
+            // every node one by one would take longer than some plans
+            std::mem::forget(session);
+            status
         }
         Command::Strategies => strategies::run(g),
         // history, rollback and unlock need only the profile and the ledger: they

@@ -11,7 +11,7 @@ use super::ExitStatus;
 use crate::build::Catalog;
 use crate::cli::Format;
 use crate::ledger::{self, Release};
-use crate::prepare::{prepare, Prepared};
+use crate::prepare::{prepare_with, BuildPlans, Prepared};
 use crate::project::Materialization;
 use crate::publish;
 use crate::report;
@@ -171,6 +171,9 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
     } else {
         vec![session.cfg.strategy.clone()]
     };
+    // the statements themselves are kept only where they are shown or dry-run
+    let keep_sql = show_sql || (warehouse_handle.is_some() && d == crate::warehouse::Dialect::BigQuery);
+    let build_plans = BuildPlans::default();
     let mut plans = Vec::new();
     for name in &names {
         let strategy = session.registry.get(name)?;
@@ -178,7 +181,7 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
             plans.push(refused(strategy, e.to_string()));
             continue;
         }
-        let prepared = match prepare(session, strategy, &prod) {
+        let prepared = match prepare_with(session, strategy, &prod, &build_plans) {
             Ok(p) => p,
             // comparing: a strategy that cannot run on this project says why
             Err(e) if names.len() > 1 => {
@@ -194,12 +197,14 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
             }
             None => Default::default(),
         };
-        let mut plan = plan_of(session, &prepared, &prod, release_id, show_sql, &grants)?;
+        let mut plan = plan_of(session, &prepared, &prod, release_id, show_sql, keep_sql, &grants)?;
         if let Some(wh) = &warehouse_handle {
             // tables the warehouse cannot replace in place (told now; decided after the build)
             let (_, notes) = publish::recreate_where_layout_differs(&**wh, d, &prepared.changes, Some(&session.layout), false).await?;
             plan.publish_notes.extend(notes);
-            plan.bytes_estimate = estimate_bytes(&**wh, d, &plan.all_sql, &prepared.locations).await;
+            if keep_sql {
+                plan.bytes_estimate = estimate_bytes(&**wh, d, &plan.all_sql, &prepared.locations).await;
+            }
         }
         plans.push(plan);
     }
@@ -241,32 +246,58 @@ fn refused(strategy: &Strategy, reason: String) -> StrategyPlan {
     }
 }
 
-fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, show_sql: bool, grants: &publish::Grants) -> Result<StrategyPlan> {
+/// A plan's statements in order: kept when `keep`, otherwise only counted
+/// (a plan of thousands of nodes need not copy every statement to count them).
+struct Statements {
+    keep: bool,
+    sql: Vec<String>,
+    count: usize,
+}
+
+impl Statements {
+    fn push(&mut self, statement: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.keep {
+            self.sql.push(statement());
+        }
+    }
+
+    fn extend(&mut self, statements: &[String]) {
+        self.count += statements.len();
+        if self.keep {
+            self.sql.extend(statements.iter().cloned());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, show_sql: bool, keep_sql: bool, grants: &publish::Grants) -> Result<StrategyPlan> {
     let d = session.layout.dialect;
     let project = session.project();
     let layout = &session.layout;
-    let mut sql = p.prep.clone();
-    sql.extend(p.on_run_start.iter().cloned());
+    let mut sql = Statements { keep: keep_sql, sql: Vec::new(), count: 0 };
+    sql.extend(&p.prep);
+    sql.extend(&p.on_run_start);
     let mut nodes = Vec::new();
     let mut tests = 0;
     let mut not_run = Vec::new();
-    for step in &p.steps {
+    for step in p.steps.iter() {
         let node = project.node(&step.id);
         if let Some(why) = &step.refused {
             not_run.push(format!("test {}: {why}", node.name));
             tests += 1;
             continue;
         }
-        sql.extend(step.statements.iter().cloned());
+        sql.extend(&step.statements);
         match step.group.as_slice() {
             [] => {}
             [(_, one, _)] => {
-                sql.push(crate::gate::gate_query(one));
+                sql.push(|| crate::gate::gate_query(one));
                 tests += 1;
                 continue;
             }
             group => {
-                sql.push(crate::build::group_query(group));
+                sql.push(|| crate::build::group_query(group));
                 tests += group.len();
                 continue;
             }
@@ -298,7 +329,7 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         restores: None,
         mixed_ms: None,
     };
-    sql.extend(p.on_run_end.iter().cloned());
+    sql.extend(&p.on_run_end);
     let atomic = p.strategy.atomic(d);
     let publish_plan = publish::plan(p.strategy, d, &release, &p.changes, &p.locations, session.layout.audit_database.as_ref(), grants)?;
     let grant_sql: Vec<String> = publish_plan.steps.iter().flat_map(|s| s.sql.iter()).filter(|s| s.starts_with("GRANT ")).cloned().collect();
@@ -320,19 +351,20 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
     }
     let publish_sql = publish_plan.statements(d, &release);
     if atomic {
-        sql.push("BEGIN TRANSACTION".into());
+        sql.push(|| "BEGIN TRANSACTION".into());
     }
-    sql.extend(publish_sql);
+    sql.extend(&publish_sql);
     if atomic {
-        sql.push("COMMIT".into());
+        sql.push(|| "COMMIT".into());
     }
+    let Statements { sql, count: statements, .. } = sql;
     Ok(StrategyPlan {
         strategy: p.strategy.name.clone(),
         refused: None,
         objects_built: nodes.len(),
         tests,
         objects_published: p.changes.len(),
-        statements: sql.len(),
+        statements,
         rows_copied_estimate: p.rows_copied,
         atomic_publish: atomic,
         incremental_safe: p.strategy.facts.incremental_safe,

@@ -161,7 +161,7 @@ async fn pipeline(
     for hook in &prepared.on_run_start {
         wh.execute(hook).await.context("on-run-start hook (dbt_project.yml) failed: nothing built")?;
     }
-    let steps = prepared.steps.clone();
+    let steps = prepared.steps.as_ref().clone();
 
     let progress = Progress::new(steps.iter().map(|s| s.group.len().max(1)).sum(), command);
     let results = build::run_steps(dyn_wh.clone(), project, steps, cfg.threads, &progress, interrupt.stop_flag()).await;
