@@ -104,10 +104,9 @@ pub struct BuildInput<'a> {
 
 /// The steps that build the selection into the audit location.
 pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
-    let BuildInput { compiler, dag, selected, staged, prod, full_refresh } = input;
+    let BuildInput { compiler, dag, selected, staged, prod, .. } = input;
     let project = compiler.project;
     let layout = compiler.layout;
-    let dialect = layout.dialect;
     let in_audit: BTreeSet<NodeId> = selected.iter().filter(|id| project.node(id).is_relation()).chain(staged.iter()).cloned().collect();
     let place = layout.placement(project, &in_audit);
 
@@ -193,54 +192,80 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         }
         step.deps.sort();
         step.deps.dedup();
-        match node.kind {
-            NodeKind::Seed => {
-                let target = layout.audit_relation(node);
-                step.statements = seed_statements(dialect, node, &target);
-                let pre = with_hooks(compiler, node, &place, &target, &mut step.statements)?;
-                step.seed = Some((pre, crate::compile::seed_load(node, &target)));
-            }
-            NodeKind::Model => {
-                let target = layout.audit_relation(node);
-                let prod_schema = layout.prod_schema(node);
-                let incremental = node.materialization == Materialization::Incremental
-                    && !crate::project::Project::full_refresh(node, *full_refresh)
-                    && prod.is_table(&prod_schema, &layout.ident(node));
-                let sql = compiler
-                    .select_sql(node, &place, Some(target.clone()), incremental)
-                    .with_context(|| format!("rendering model {}", node.name))?;
-                // staged: the audit copy of prod is already there to build on
-                let base = if staged.contains(id) { target.clone() } else { layout.prod_relation(node) };
-                step.statements = model_statements(dialect, node, &target, &sql, incremental.then_some(&base));
-                with_hooks(compiler, node, &place, &target, &mut step.statements)?;
-                step.incremental = incremental;
-            }
-            NodeKind::Test => {
-                let sql = match node.test.as_ref().expect("test nodes carry a test") {
-                    TestKind::Generic { name, .. } if !crate::project::is_builtin_test(name) => compiler
-                        .generic_macro_sql(node, &place)
-                        .with_context(|| format!("{}: test {}", node.path.display(), node.name))?,
-                    TestKind::Generic { name, column, args } => {
-                        let owner = node.attached_to.as_ref().ok_or_else(|| anyhow!("test {} is attached to nothing", node.name))?;
-                        let model = gate::where_subquery(&place(owner), node.config.where_.as_deref(), false);
-                        let to = args.get("to_node").and_then(|v| v.as_str()).map(|t| place(t));
-                        let args: serde_json::Map<String, serde_json::Value> = args.clone().into_iter().collect();
-                        gate::generic_test_sql(dialect, name, column, &args, &model, to.as_ref())
-                            .with_context(|| format!("{}: test {}", node.path.display(), node.name))?
-                    }
-                    TestKind::Singular { .. } => compiler.select_sql(node, &place, None, false)?,
-                };
-                step.group = vec![(id.clone(), gate::with_limit(&sql, node.config.limit), gate::Thresholds::of(node))];
-            }
-            NodeKind::Source => continue,
+        if node.kind != NodeKind::Source {
+            steps.push(step);
         }
-        steps.push(step);
+    }
+    // every step's SQL, rendered across cores; the first error in build order is the one reported
+    let rendered = crate::par::map(&steps, |step| render_step(input, &place, step));
+    for (step, sql) in steps.iter_mut().zip(rendered) {
+        let RenderedStep { statements, group, incremental, seed } = sql?;
+        (step.statements, step.group, step.incremental, step.seed) = (statements, group, incremental, seed);
     }
     for (id, why) in unrunnable {
         let thresholds = gate::Thresholds::of(project.node(&id));
         steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), thresholds)], deps: vec![], incremental: false, refused: Some(why), seed: None });
     }
     Ok(fuse_tests(project, steps))
+}
+
+/// What a step runs, rendered for the audit location.
+#[derive(Default)]
+struct RenderedStep {
+    statements: Vec<String>,
+    group: Vec<(NodeId, String, gate::Thresholds)>,
+    incremental: bool,
+    seed: Option<(usize, crate::warehouse::SeedLoad)>,
+}
+
+fn render_step(input: &BuildInput, place: &crate::render::Placement, step: &Step) -> Result<RenderedStep> {
+    let BuildInput { compiler, staged, prod, full_refresh, .. } = input;
+    let (project, layout) = (compiler.project, compiler.layout);
+    let dialect = layout.dialect;
+    let (id, node) = (&step.id, project.node(&step.id));
+    let mut out = RenderedStep::default();
+    match node.kind {
+        NodeKind::Seed => {
+            let target = layout.audit_relation(node);
+            out.statements = seed_statements(dialect, node, &target);
+            let pre = with_hooks(compiler, node, place, &target, &mut out.statements)?;
+            out.seed = Some((pre, crate::compile::seed_load(node, &target)));
+        }
+        NodeKind::Model => {
+            let target = layout.audit_relation(node);
+            let prod_schema = layout.prod_schema(node);
+            let incremental = node.materialization == Materialization::Incremental
+                && !crate::project::Project::full_refresh(node, *full_refresh)
+                && prod.is_table(&prod_schema, &layout.ident(node));
+            let sql = compiler
+                .select_sql(node, place, Some(target.clone()), incremental)
+                .with_context(|| format!("rendering model {}", node.name))?;
+            // staged: the audit copy of prod is already there to build on
+            let base = if staged.contains(id) { target.clone() } else { layout.prod_relation(node) };
+            out.statements = model_statements(dialect, node, &target, &sql, incremental.then_some(&base));
+            with_hooks(compiler, node, place, &target, &mut out.statements)?;
+            out.incremental = incremental;
+        }
+        NodeKind::Test => {
+            let sql = match node.test.as_ref().expect("test nodes carry a test") {
+                TestKind::Generic { name, .. } if !crate::project::is_builtin_test(name) => compiler
+                    .generic_macro_sql(node, place)
+                    .with_context(|| format!("{}: test {}", node.path.display(), node.name))?,
+                TestKind::Generic { name, column, args } => {
+                    let owner = node.attached_to.as_ref().ok_or_else(|| anyhow!("test {} is attached to nothing", node.name))?;
+                    let model = gate::where_subquery(&place(owner), node.config.where_.as_deref(), false);
+                    let to = args.get("to_node").and_then(|v| v.as_str()).map(|t| place(t));
+                    let args: serde_json::Map<String, serde_json::Value> = args.clone().into_iter().collect();
+                    gate::generic_test_sql(dialect, name, column, &args, &model, to.as_ref())
+                        .with_context(|| format!("{}: test {}", node.path.display(), node.name))?
+                }
+                TestKind::Singular { .. } => compiler.select_sql(node, place, None, false)?,
+            };
+            out.group = vec![(id.clone(), gate::with_limit(&sql, node.config.limit), gate::Thresholds::of(node))];
+        }
+        NodeKind::Source => {}
+    }
+    Ok(out)
 }
 
 /// pre-hooks before, post-hooks after the node's own statements, rendered for

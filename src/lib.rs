@@ -15,6 +15,7 @@ pub mod gate;
 pub mod grants;
 pub mod graph;
 pub mod interrupt;
+pub mod par;
 pub mod ledger;
 pub mod project;
 pub mod prepare;

@@ -174,21 +174,27 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
     // the statements themselves are kept only where they are shown or dry-run
     let keep_sql = show_sql || (warehouse_handle.is_some() && d == crate::warehouse::Dialect::BigQuery);
     let build_plans = BuildPlans::default();
-    let mut plans = Vec::new();
-    for name in &names {
-        let strategy = session.registry.get(name)?;
-        if let Err(e) = strategy.check_support(d) {
-            plans.push(refused(strategy, e.to_string()));
-            continue;
-        }
-        let prepared = match prepare_with(session, strategy, &prod, &build_plans) {
-            Ok(p) => p,
+    let strategies: Vec<&Strategy> = names.iter().map(|n| session.registry.get(n)).collect::<Result<_>>()?;
+    // prepared side by side (the build they share is planned once)
+    let prepared = crate::par::map_each(&strategies, |strategy| match strategy.check_support(d) {
+        Err(e) => Ready::Refused(e.to_string()),
+        Ok(()) => match prepare_with(session, strategy, &prod, &build_plans) {
+            Ok(p) => Ready::Prepared(Box::new(p)),
             // comparing: a strategy that cannot run on this project says why
-            Err(e) if names.len() > 1 => {
-                plans.push(refused(strategy, format!("{e:#}")));
+            Err(e) if names.len() > 1 => Ready::Refused(format!("{e:#}")),
+            Err(e) => Ready::Failed(e),
+        },
+    });
+    // what prod grants now, read from the warehouse one strategy at a time
+    let mut ready = Vec::with_capacity(prepared.len());
+    for (strategy, p) in strategies.iter().zip(prepared) {
+        let prepared = match p {
+            Ready::Refused(why) => {
+                ready.push(Err(refused(strategy, why)));
                 continue;
             }
-            Err(e) => return Err(e),
+            Ready::Failed(e) => return Err(e),
+            Ready::Prepared(p) => *p,
         };
         let grants = match &warehouse_handle {
             Some(wh) => {
@@ -197,7 +203,22 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
             }
             None => Default::default(),
         };
-        let mut plan = plan_of(session, &prepared, &prod, release_id, show_sql, keep_sql, &grants)?;
+        ready.push(Ok((prepared, grants)));
+    }
+    let planned = crate::par::map_each(&ready, |r| match r {
+        Ok((prepared, grants)) => plan_of(session, prepared, &prod, release_id, show_sql, keep_sql, grants).map(Some),
+        Err(_) => Ok(None),
+    });
+    let mut plans = Vec::with_capacity(ready.len());
+    for (r, plan) in ready.into_iter().zip(planned) {
+        let (prepared, mut plan) = match (r, plan?) {
+            (Err(refusal), _) => {
+                plans.push(refusal);
+                continue;
+            }
+            (Ok((prepared, _)), Some(plan)) => (prepared, plan),
+            (Ok(_), None) => unreachable!("a prepared strategy is planned"),
+        };
         if let Some(wh) = &warehouse_handle {
             // tables the warehouse cannot replace in place (told now; decided after the build)
             let (_, notes) = publish::recreate_where_layout_differs(&**wh, d, &prepared.changes, Some(&session.layout), false).await?;
@@ -219,6 +240,15 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
         print_comparison(&report, show_sql);
     }
     Ok(ExitStatus::Success)
+}
+
+/// A strategy of the comparison, prepared or not.
+enum Ready<'s> {
+    Prepared(Box<Prepared<'s>>),
+    /// it cannot run here: the comparison says why
+    Refused(String),
+    /// the only strategy asked for cannot run: the command fails
+    Failed(anyhow::Error),
 }
 
 fn refused(strategy: &Strategy, reason: String) -> StrategyPlan {

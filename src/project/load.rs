@@ -72,7 +72,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     for dir in &model_dirs {
         model_files.extend(listing.files(dir, "sql")?.into_iter().map(|path| (dir, path)));
     }
-    let read_models = par_map(&model_files, |(dir, path)| -> Result<_> {
+    let read_models = crate::par::map(&model_files, |(dir, path)| -> Result<_> {
         let rel = rel_path(&root, path);
         let raw_sql = std::fs::read_to_string(path).with_context(|| format!("cannot read {rel}"))?;
         let fqn = fqn_of(&name, dir, &root, path);
@@ -140,7 +140,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         yaml_files.extend(files);
     }
     // parsed in parallel, applied in order
-    let parsed = par_map(&yaml_files, |path| {
+    let parsed = crate::par::map(&yaml_files, |path| {
         let rel = rel_path(&root, path);
         let props = properties::read(path, &rel);
         (rel, props)
@@ -300,7 +300,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // Rendered in parallel; results applied (and the first error reported) in order
     let placeholder = placeholder_placement(&nodes);
     let models: Vec<&Node> = nodes.values().filter(|n| n.kind == NodeKind::Model).collect();
-    let renders = par_map(&models, |node| -> Result<_> {
+    let renders = crate::par::map(&models, |node| -> Result<_> {
         let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(&node.id)), false);
         let path = node.path.display().to_string();
         let rendered = renderer.render(&path, &node.raw_sql, &scope)?;
@@ -607,23 +607,6 @@ fn check_relations(nodes: &BTreeMap<NodeId, Node>, target: &Value) -> Result<()>
         }
     }
     Ok(())
-}
-
-/// `f` over `items` on up to as many threads as there are cores, results in
-/// the order of `items` (so errors and everything built from them stay
-/// deterministic). Small inputs stay on this thread.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    const MIN_PER_THREAD: usize = 64;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len() / MIN_PER_THREAD).max(1);
-    if threads == 1 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
-    })
 }
 
 /// Move disabled models and seeds out of the project, keeping their names for
