@@ -338,6 +338,14 @@ pub fn group_query(group: &[(NodeId, String, gate::Thresholds)]) -> String {
 
 /// The relations a node reads, looking through ephemeral models.
 pub fn upstream_relations(project: &crate::project::Project, id: &str) -> BTreeSet<NodeId> {
+    let looked_through = |d: &NodeId| {
+        let n = project.node(d);
+        n.kind == NodeKind::Source || (n.kind == NodeKind::Model && n.materialization == Materialization::Ephemeral)
+    };
+    let deps = &project.node(id).depends_on;
+    if !deps.iter().any(looked_through) {
+        return deps.clone();
+    }
     let mut out = BTreeSet::new();
     let mut stack: Vec<NodeId> = project.node(id).depends_on.iter().cloned().collect();
     let mut seen = BTreeSet::new();

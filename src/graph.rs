@@ -51,12 +51,12 @@ impl Dag {
     /// The cycle as a closed path (first node repeated at the end).
     fn find_cycle(&self) -> Option<Vec<NodeId>> {
         for scc in tarjan_scc(&self.graph) {
+            if scc.len() == 1 && !self.graph.contains_edge(scc[0], scc[0]) {
+                continue;
+            }
             let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
             let start = *members.iter().min_by_key(|i| &self.graph[**i])?;
             let self_loop = self.graph.contains_edge(start, start);
-            if members.len() < 2 && !self_loop {
-                continue;
-            }
             if self_loop {
                 return Some(vec![self.graph[start].clone(), self.graph[start].clone()]);
             }
@@ -98,14 +98,14 @@ impl Dag {
     fn stable_topo_order(&self) -> Vec<NodeId> {
         let order = toposort(&self.graph, None).expect("cycles are rejected in Dag::new");
         // toposort's order among independent nodes depends on insertion; make it stable
-        let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
+        let mut depth = vec![0usize; self.graph.node_count()];
         for &i in &order {
-            let d = self.graph.neighbors_directed(i, Direction::Incoming).map(|p| depth[&p] + 1).max().unwrap_or(0);
-            depth.insert(i, d);
+            depth[i.index()] = self.graph.neighbors_directed(i, Direction::Incoming).map(|p| depth[p.index()] + 1).max().unwrap_or(0);
         }
-        let mut ids: Vec<(usize, &NodeId)> = order.iter().map(|i| (depth[i], &self.graph[*i])).collect();
-        ids.sort();
-        ids.into_iter().map(|(_, id)| id.clone()).collect()
+        // nodes were added in id order, so their indices sort as their ids do
+        let mut ids: Vec<(usize, NodeIndex)> = order.iter().map(|i| (depth[i.index()], *i)).collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, i)| self.graph[i].clone()).collect()
     }
 
     pub fn parents(&self, id: &str) -> Vec<NodeId> {

@@ -8,6 +8,9 @@ use airlock::cli::Cli;
 use airlock::commands::{dispatch, ExitStatus};
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -140,7 +140,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         yaml_files.extend(files);
     }
     // parsed in parallel, applied in order
-    let parsed = crate::par::map(&yaml_files, |path| {
+    let parsed = crate::par::map_each(&yaml_files, |path| {
         let rel = rel_path(&root, path);
         let props = properties::read(path, &rel);
         (rel, props)

@@ -116,6 +116,11 @@ pub(super) fn read(path: &Path, rel: &str) -> Result<PropertiesFile> {
     if text.trim().is_empty() {
         return Ok(PropertiesFile::default());
     }
+    // straight into the structs; anything that does not fit takes the long
+    // way below, whose errors name what is wrong
+    if let Ok(props) = serde_norway::from_str::<PropertiesFile>(&text) {
+        return Ok(props);
+    }
     let yaml: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| anyhow!("{rel}: invalid YAML: {e}"))?;
     if yaml.is_null() {
         return Ok(PropertiesFile::default());
