@@ -285,19 +285,29 @@ fn with_hooks(compiler: &Compiler, node: &crate::project::Node, place: &crate::r
     Ok(n)
 }
 
-/// Tests that read only the node they test run as one query per node: one
-/// round trip instead of one per test. Tests that read other relations
-/// (relationships) keep their own step.
+/// The tests of a node run as one query: one round trip instead of one per
+/// test, as the floor (B0) does. A test that also reads other relations
+/// (relationships) joins it when none of them is downstream of the node:
+/// the group then waits for all of them, and what reads the node waits for
+/// the group, as it waited for each test before. A test reading something
+/// built from the node keeps its own step (fused, it would wait for a
+/// relation that waits for it).
 fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> {
+    // steps come in dependency order: a relation placed before the owner is never its descendant
+    let position: HashMap<NodeId, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
     let fusable = |s: &Step| {
         let n = project.node(&s.id);
-        s.refused.is_none() && n.kind == NodeKind::Test && n.attached_to.as_ref().is_some_and(|a| s.deps.len() == 1 && &s.deps[0] == a)
+        let Some(owner) = n.attached_to.as_ref() else { return false };
+        s.refused.is_none()
+            && n.kind == NodeKind::Test
+            && s.deps.contains(owner)
+            && s.deps.iter().filter(|d| *d != owner).all(|d| !reads_from(project, &position, d, owner))
     };
     // the first fusable test of each owner becomes the group's step
     let mut leader: HashMap<NodeId, NodeId> = HashMap::new();
     let mut member_of: HashMap<NodeId, NodeId> = HashMap::new();
     for s in steps.iter().filter(|s| fusable(s)) {
-        let owner = s.deps[0].clone();
+        let owner = project.node(&s.id).attached_to.clone().expect("fusable tests are attached");
         let lead = leader.entry(owner).or_insert_with(|| s.id.clone()).clone();
         member_of.insert(s.id.clone(), lead);
     }
@@ -308,6 +318,7 @@ fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> 
             if lead != &s.id {
                 let at = index[lead];
                 out[at].group.append(&mut s.group);
+                out[at].deps.append(&mut s.deps);
                 continue;
             }
         }
@@ -320,20 +331,42 @@ fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> 
                 *d = lead.clone();
             }
         }
+        s.deps.retain(|d| d != &s.id);
         s.deps.sort();
         s.deps.dedup();
     }
     out
 }
 
-/// One query that counts the failing rows of every test in a group.
+/// Whether `id` reads `ancestor`, directly or through what it reads.
+/// `position`: the steps' dependency order, to stop at relations placed
+/// before `ancestor` (they cannot read it).
+fn reads_from(project: &crate::project::Project, position: &HashMap<NodeId, usize>, id: &str, ancestor: &str) -> bool {
+    let Some(&floor) = position.get(ancestor) else { return true };
+    let mut stack: Vec<&str> = vec![id];
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    while let Some(n) = stack.pop() {
+        if n == ancestor {
+            return true;
+        }
+        if !seen.insert(n) || position.get(n).is_some_and(|&p| p < floor) {
+            continue;
+        }
+        stack.extend(project.node(n).depends_on.iter().map(String::as_str));
+    }
+    false
+}
+
+/// One query that counts the failing rows of every test in a group: one
+/// row, one count per test, in the group's order.
 pub fn group_query(group: &[(NodeId, String, gate::Thresholds)]) -> String {
-    group
+    let counts = group
         .iter()
         .enumerate()
-        .map(|(i, (_, sql, _))| format!("SELECT {i} AS airlock_i, (SELECT COUNT(*) FROM (\n{sql}\n) AS airlock_t) AS airlock_n"))
+        .map(|(i, (_, sql, _))| format!("(SELECT COUNT(*) FROM (\n{sql}\n) AS airlock_t) AS airlock_n{i}"))
         .collect::<Vec<_>>()
-        .join("\nUNION ALL\n")
+        .join(",\n");
+    format!("SELECT\n{counts}")
 }
 
 /// The relations a node reads, looking through ephemeral models.
@@ -396,6 +429,8 @@ pub async fn run_steps(
     let mut in_flight: HashMap<tokio::task::Id, (NodeId, Vec<NodeId>, Instant)> = HashMap::new();
     // one result per node (a group of tests reports each test)
     let mut reported: Vec<StepResult> = Vec::new();
+    // a group of tests that failed: the member that failed it, named to the steps it skips
+    let mut culprit: HashMap<NodeId, NodeId> = HashMap::new();
 
     loop {
         while running.len() < threads && !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -403,7 +438,7 @@ pub async fn run_steps(
             let step = by_id.remove(&id).expect("each step runs once");
             // a dependency failed: skip instead of running
             if let Some(bad) = step.deps.iter().find(|d| results.get(*d).is_some_and(StepResult::bad)) {
-                let because = project.node(bad).name.clone();
+                let because = project.node(culprit.get(bad).unwrap_or(bad)).name.clone();
                 for (member, _, _) in step.group.iter().filter(|(m, _, _)| m != &id) {
                     reported.push(StepResult { id: member.clone(), outcome: Outcome::Skipped { because: because.clone() }, micros: 0, rows: None });
                     progress.step_done(&project.node(member).name, "skipped");
@@ -460,6 +495,9 @@ pub async fn run_steps(
                 Outcome::Skipped { .. } => "skipped",
             };
             progress.step_done(&project.node(&m.id).name, label);
+        }
+        if let Some(m) = members.iter().find(|m| m.bad()).filter(|m| m.id != r.id) {
+            culprit.insert(r.id.clone(), m.id.clone());
         }
         reported.extend(members);
         complete(r, &mut results, &children, &mut waiting, &mut ready);
@@ -537,10 +575,15 @@ async fn run_tests(wh: &dyn Warehouse, step: &Step, thresholds: gate::Thresholds
     if step.group.len() > 1 {
         return match wh.query(&group_query(&step.group)).await {
             Ok(rows) => {
+                // exactly one row, one count per test: anything else is no verdict
+                let row = match rows.rows.as_slice() {
+                    [row] if row.len() == step.group.len() => Some(row),
+                    _ => None,
+                };
                 let mut out = Vec::with_capacity(step.group.len());
                 for (i, (id, sql, warn)) in step.group.iter().enumerate() {
-                    let cell = rows.rows.iter().find(|r| r.first().cloned().flatten().as_deref() == Some(i.to_string().as_str())).map(|r| r.get(1).cloned().flatten());
-                    let outcome = match parse_count(id, Some(cell.flatten())) {
+                    let cell = row.and_then(|r| r[i].clone());
+                    let outcome = match parse_count(id, Some(cell)) {
                         Ok(n) if warn.verdict(n) == gate::Verdict::Pass => Outcome::Pass,
                         Ok(_) => test_outcome(wh, id, &gate::gate_query(sql), *warn).await,
                         Err(message) => Outcome::Error { message },

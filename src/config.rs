@@ -274,9 +274,9 @@ impl RunConfig {
         t
     }
 
-    /// The warehouse the profile names (see [`crate::warehouse::open`]).
+    /// The warehouse the profile names (see [`crate::warehouse::open_for`]).
     pub fn open_warehouse(&self, read_only: bool) -> Result<std::sync::Arc<dyn crate::warehouse::Warehouse>> {
-        crate::warehouse::open(&self.profile, &self.search_dirs(), read_only)
+        crate::warehouse::open_for(&self.profile, &self.search_dirs(), read_only, self.threads)
     }
 
     /// Relative file reads resolve against the working directory, then the project.

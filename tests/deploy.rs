@@ -196,3 +196,55 @@ fn selection_builds_the_subset_and_reads_the_rest_from_prod() {
     assert!(bad.stderr.contains("--select 'ordrs' matches no node (did you mean 'orders'?)"), "{}", bad.stderr);
 }
 
+
+/// The tests of a node run as one query, relationships tests included (they
+/// also read the relation they point to). One of them failing still blocks,
+/// with its own count and sample; the others of the group still pass; and
+/// what the failure skips names the failing test.
+#[test]
+fn a_failing_relationships_test_in_a_fused_group_blocks_with_its_count_and_sample() {
+    let s = Scratch::new();
+    let log = s.path().join("statements.jsonl");
+    let run = s.airlock(&fixture("shop_failing"), &["deploy", "--format", "json", "--statement-log", log.to_str().unwrap()]);
+    run.assert_code(1);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["status"], "blocked");
+    let failure = v["failures"].as_array().unwrap().iter().find(|f| f["name"] == "relationships_stg_payments_order_id").expect("the failing test is reported");
+    assert_eq!(failure["severity"], "error");
+    assert_eq!(failure["failures"], 3);
+    assert_eq!(failure["sample"]["rows"], serde_json::json!([["99"], ["104"], ["131"]]));
+    let status = |name: &str| v["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).map(|n| n["status"].as_str().unwrap().to_string());
+    for other in ["unique_stg_payments_payment_id", "not_null_stg_payments_payment_id", "accepted_values_stg_payments_payment_method"] {
+        assert_eq!(status(other).as_deref(), Some("pass"), "{other}");
+    }
+    assert_eq!(status("int_customer_orders").as_deref(), Some("skipped (relationships_stg_payments_order_id failed)"));
+
+    // stg_payments' four tests were counted by one query
+    let statements: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["sql"].as_str().unwrap().to_string())
+        .collect();
+    let counts: Vec<&String> = statements.iter().filter(|q| q.contains("\"stg_payments\"") && q.contains("airlock_n0")).collect();
+    assert_eq!(counts.len(), 1, "{counts:#?}");
+    assert!(counts[0].contains("LEFT JOIN") && counts[0].contains("airlock_n3"), "{}", counts[0]);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM duckdb_tables() WHERE schema_name IN ('main', 'main_marts')"), "0", "prod untouched");
+}
+
+/// DuckDB's own threads follow `--threads` (one pool per database, shared
+/// by the statements airlock runs at once); `SET threads` in an
+/// `on-run-start` hook overrides them.
+#[test]
+fn duckdb_threads_follow_threads_and_on_run_start_overrides_them() {
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    std::fs::write(project.join("models/marts/engine_threads.sql"), "select current_setting('threads') as threads\n").unwrap();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    s.airlock(&project, &["deploy", "--threads", "1"]).assert_code(0);
+    assert_eq!(s.scalar("SELECT threads FROM main_marts.engine_threads"), cores.to_string(), "one statement at a time gets every core");
+    s.airlock(&project, &["deploy", "--threads", "2"]).assert_code(0);
+    assert_eq!(s.scalar("SELECT threads FROM main_marts.engine_threads"), cores.saturating_sub(1).max(1).to_string());
+    append(&project.join("dbt_project.yml"), "on-run-start: \"SET threads = 3\"\n");
+    s.airlock(&project, &["deploy", "--threads", "2"]).assert_code(0);
+    assert_eq!(s.scalar("SELECT threads FROM main_marts.engine_threads"), "3");
+}

@@ -28,12 +28,17 @@ pub struct DuckDb {
     cancelled: std::sync::atomic::AtomicBool,
     lock_file: PathBuf,
     holds_lock: Mutex<bool>,
+    /// DuckDB's own threads, set when the database opens (see [`engine_threads`])
+    threads: Option<usize>,
 }
 
 impl DuckDb {
     /// A database file for building and publishing (created on first use).
-    pub fn open(path: &str, search_dirs: &[PathBuf]) -> Result<Self> {
-        Ok(Self::new(path, search_dirs, false))
+    /// `at_once`: how many statements airlock runs at the same time (`--threads`).
+    pub fn open(path: &str, search_dirs: &[PathBuf], at_once: usize) -> Result<Self> {
+        let mut db = Self::new(path, search_dirs, false);
+        db.threads = Some(engine_threads(at_once));
+        Ok(db)
     }
 
     /// Read without writing a byte: `plan` and `history`. A missing file is an
@@ -57,6 +62,7 @@ impl DuckDb {
             cancelled: std::sync::atomic::AtomicBool::new(false),
             lock_file,
             holds_lock: Mutex::new(false),
+            threads: None,
         }
     }
 
@@ -68,7 +74,10 @@ impl DuckDb {
                 }
             }
         }
-        let config = if self.read_only && !self.in_memory { Config::default().access_mode(AccessMode::ReadOnly)? } else { Config::default() };
+        let mut config = if self.read_only && !self.in_memory { Config::default().access_mode(AccessMode::ReadOnly)? } else { Config::default() };
+        if let Some(n) = self.threads {
+            config = config.threads(n as i64)?;
+        }
         let conn = if self.in_memory { Connection::open_in_memory_with_flags(config) } else { Connection::open_with_flags(&self.path, config) }.map_err(|e| {
             let holder = self.read_lock().ok().flatten().map(|h| format!(" (airlock lock held by {})", h.describe())).unwrap_or_default();
             anyhow!("cannot open DuckDB file {}: {e}{holder}", self.path.display())
@@ -155,6 +164,18 @@ impl DuckDb {
         f.sync_all()?;
         Ok(tmp)
     }
+}
+
+/// DuckDB's `threads` for `at_once` statements running together. `threads`
+/// is per database: a pool of `threads - 1` workers shared by every
+/// connection, each statement also running on the thread that sent it.
+/// DuckDB's default (one per core) under `--threads N` puts N - 1 threads
+/// more than cores to work; this keeps the total at the cores, so one
+/// statement alone (`--threads 1`) still gets them all. A user's
+/// `SET threads = …` (an `on-run-start` hook) overrides it.
+fn engine_threads(at_once: usize) -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cores + 1).saturating_sub(at_once.max(1)).max(1)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -159,6 +159,12 @@ pub trait Warehouse: Send + Sync {
 /// The warehouse a profile names. `read_only`: plan and history, which never
 /// write (a missing DuckDB file is an empty warehouse, not created).
 pub fn open(profile: &crate::project::profile::Profile, search_dirs: &[std::path::PathBuf], read_only: bool) -> Result<Arc<dyn Warehouse>> {
+    open_for(profile, search_dirs, read_only, 1)
+}
+
+/// [`open`] for a command that runs `at_once` statements at the same time
+/// (`--threads`): DuckDB sizes its own threads to match.
+pub fn open_for(profile: &crate::project::profile::Profile, search_dirs: &[std::path::PathBuf], read_only: bool, at_once: usize) -> Result<Arc<dyn Warehouse>> {
     use crate::project::profile::WarehouseSettings;
     // benchmarks only (B3): AIRLOCK_BENCH_LATENCY_MS adds a delay to every statement
     latency::from_env(match &profile.warehouse {
@@ -172,7 +178,7 @@ pub fn open(profile: &crate::project::profile::Profile, search_dirs: &[std::path
                     profile.target_name
                 );
             }
-            let db: Arc<dyn Warehouse> = Arc::new(if read_only { duckdb::DuckDb::open_read_only(path, search_dirs)? } else { duckdb::DuckDb::open(path, search_dirs)? });
+            let db: Arc<dyn Warehouse> = Arc::new(if read_only { duckdb::DuckDb::open_read_only(path, search_dirs)? } else { duckdb::DuckDb::open(path, search_dirs, at_once)? });
             // tests: DuckDB as a warehouse whose DDL commits statement by statement
             if std::env::var("AIRLOCK_TEST_DDL").as_deref() == Ok("autocommit") {
                 Arc::new(autocommit::AutoCommit::new(db))
