@@ -300,7 +300,6 @@ impl Statements {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, show_sql: bool, keep_sql: bool, grants: &publish::Grants) -> Result<StrategyPlan> {
     let d = session.layout.dialect;
     let project = session.project();
