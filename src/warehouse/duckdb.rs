@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
-use duckdb::{AccessMode, Config, Connection, InterruptHandle};
+use super::duckdb_c::{Connection, Database};
 
 use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, ObjectKind, Rows, SeedLoad, Warehouse};
 
@@ -21,10 +21,10 @@ pub struct DuckDb {
     read_only: bool,
     search_dirs: Vec<PathBuf>,
     /// opened on first use, so the deploy lock is taken before DuckDB's own file lock
-    base: Mutex<Option<Connection>>,
-    pool: Mutex<Vec<Connection>>,
-    /// one per connection handed out: `cancel` interrupts whatever runs
-    interrupts: Mutex<Vec<Arc<InterruptHandle>>>,
+    base: Mutex<Option<Arc<Database>>>,
+    pool: Mutex<Vec<Arc<Connection>>>,
+    /// every connection handed out: `cancel` interrupts whatever runs
+    interrupts: Mutex<Vec<std::sync::Weak<Connection>>>,
     cancelled: std::sync::atomic::AtomicBool,
     lock_file: PathBuf,
     holds_lock: Mutex<bool>,
@@ -66,7 +66,7 @@ impl DuckDb {
         }
     }
 
-    fn connect(&self) -> Result<Connection> {
+    fn open_database(&self) -> Result<Arc<Database>> {
         if !self.in_memory && !self.read_only {
             if let Some(parent) = self.path.parent() {
                 if !parent.as_os_str().is_empty() && !parent.exists() {
@@ -74,20 +74,27 @@ impl DuckDb {
                 }
             }
         }
-        let mut config = if self.read_only && !self.in_memory { Config::default().access_mode(AccessMode::ReadOnly)? } else { Config::default() };
-        if let Some(n) = self.threads {
-            config = config.threads(n as i64)?;
+        let mut options = Vec::new();
+        if self.read_only && !self.in_memory {
+            options.push(("access_mode", "READ_ONLY".to_string()));
         }
-        let conn = if self.in_memory { Connection::open_in_memory_with_flags(config) } else { Connection::open_with_flags(&self.path, config) }.map_err(|e| {
+        if let Some(n) = self.threads {
+            options.push(("threads", n.to_string()));
+        }
+        Database::open((!self.in_memory).then_some(self.path.as_path()), &options).map_err(|e| {
             let holder = self.read_lock().ok().flatten().map(|h| format!(" (airlock lock held by {})", h.describe())).unwrap_or_default();
             anyhow!("cannot open DuckDB file {}: {e}{holder}", self.path.display())
-        })?;
+        })
+    }
+
+    fn connect(&self, db: &Arc<Database>) -> Result<Connection> {
+        let conn = Connection::open(db)?;
         let dirs: Vec<String> = self.search_dirs.iter().map(|d| d.display().to_string()).collect();
         if !dirs.is_empty() {
             // relative file reads (external sources) resolve against the working
             // directory first, then the project
             let setting = dirs.join(",").replace('\'', "''");
-            conn.execute_batch(&format!("SET file_search_path = '{setting}'"))?;
+            conn.execute(&format!("SET file_search_path = '{setting}'"))?;
         }
         Ok(conn)
     }
@@ -105,23 +112,26 @@ impl DuckDb {
         !self.read_only || self.in_memory || self.path.exists()
     }
 
-    fn checkout(&self) -> Result<Connection> {
+    fn checkout(&self) -> Result<Arc<Connection>> {
         if let Some(conn) = self.pool.lock().expect("pool poisoned").pop() {
             return Ok(conn);
         }
         if !self.exists() {
             anyhow::bail!("DuckDB file {} does not exist", self.path.display());
         }
-        let mut base = self.base.lock().expect("connection poisoned");
-        if base.is_none() {
-            *base = Some(self.connect()?);
-        }
-        let conn = base.as_ref().expect("just opened").try_clone()?;
-        self.interrupts.lock().expect("poisoned").push(conn.interrupt_handle());
+        let db = {
+            let mut base = self.base.lock().expect("connection poisoned");
+            if base.is_none() {
+                *base = Some(self.open_database()?);
+            }
+            base.as_ref().expect("just opened").clone()
+        };
+        let conn = Arc::new(self.connect(&db)?);
+        self.interrupts.lock().expect("poisoned").push(Arc::downgrade(&conn));
         Ok(conn)
     }
 
-    fn checkin(&self, conn: Connection) {
+    fn checkin(&self, conn: Arc<Connection>) {
         // a connection that may carry an interrupt is not reused
         if !self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
             self.pool.lock().expect("pool poisoned").push(conn);
@@ -189,21 +199,8 @@ fn absolute(p: &Path) -> PathBuf {
 fn run_query(conn: &Connection, sql: &str) -> Result<Rows> {
     // every value as text: one code path for samples, counts and the catalog
     let wrapped = format!("SELECT COLUMNS(*)::VARCHAR FROM ({}) AS airlock_q", sql.trim().trim_end_matches(';'));
-    let mut stmt = conn.prepare(&wrapped)?;
-    let mut out = Vec::new();
-    let mut rows = stmt.query([])?;
-    let mut width = None;
-    while let Some(row) = rows.next()? {
-        let n = *width.get_or_insert_with(|| row.as_ref().column_count());
-        let mut vals = Vec::with_capacity(n);
-        for i in 0..n {
-            vals.push(row.get::<_, Option<String>>(i)?);
-        }
-        out.push(vals);
-    }
-    drop(rows);
-    let columns = stmt.column_names();
-    Ok(Rows { columns, rows: out })
+    let text = conn.query_text(&wrapped)?;
+    Ok(Rows { columns: text.columns, rows: text.rows })
 }
 
 #[async_trait]
@@ -237,7 +234,7 @@ impl Warehouse for DuckDb {
         let sql = sql.to_string();
         // DuckDB counts rows written by CREATE TABLE AS, INSERT, UPDATE, DELETE
         let writes_rows = !sql.trim_start().to_ascii_uppercase().contains(" VIEW ");
-        self.with_conn(move |c| c.execute(&sql, []).map(|n| writes_rows.then_some(n as u64)).map_err(|e| anyhow!("{e}"))).await
+        self.with_conn(move |c| c.execute(&sql).map(|n| writes_rows.then_some(n))).await
     }
 
     async fn query(&self, sql: &str) -> Result<Rows> {
@@ -251,21 +248,21 @@ impl Warehouse for DuckDb {
     async fn execute_atomic(&self, statements: &[String]) -> Result<()> {
         let statements = statements.to_vec();
         self.with_conn(move |c| {
-            c.execute_batch("BEGIN TRANSACTION")?;
+            c.execute("BEGIN TRANSACTION")?;
             for (i, stmt) in statements.iter().enumerate() {
                 // tests: a publish killed or failing at its K-th step, mid-transaction
                 if let Err(e) = crate::failpoint::in_atomic_batch(i) {
-                    let _ = c.execute_batch("ROLLBACK");
+                    let _ = c.execute("ROLLBACK");
                     return Err(e);
                 }
                 if let Err(e) = execute_one(c, stmt) {
-                    let _ = c.execute_batch("ROLLBACK");
+                    let _ = c.execute("ROLLBACK");
                     let first_line = stmt.lines().next().unwrap_or_default();
                     return Err(anyhow!("{e} (statement {} of {}: {first_line}; rolled back)", i + 1, statements.len()));
                 }
             }
-            if let Err(e) = c.execute_batch("COMMIT") {
-                let _ = c.execute_batch("ROLLBACK");
+            if let Err(e) = c.execute("COMMIT") {
+                let _ = c.execute("ROLLBACK");
                 return Err(anyhow!("commit failed, rolled back: {e}"));
             }
             Ok(())
@@ -370,8 +367,10 @@ impl Warehouse for DuckDb {
 
     async fn cancel(&self) {
         self.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
-        for handle in self.interrupts.lock().expect("poisoned").drain(..) {
-            handle.interrupt();
+        for conn in self.interrupts.lock().expect("poisoned").drain(..) {
+            if let Some(conn) = conn.upgrade() {
+                conn.interrupt();
+            }
         }
         self.pool.lock().expect("pool poisoned").clear();
     }
@@ -403,10 +402,11 @@ impl Warehouse for DuckDb {
     }
 }
 
-/// One statement through a prepared statement: DuckDB refuses to prepare
-/// several at once, so user SQL can never smuggle a second statement in.
+/// One statement. airlock's SQL is one statement each; a user's model, test
+/// or hook with a second statement is refused when the project loads
+/// (`duckdb_query` would run every statement it is given).
 fn execute_one(conn: &Connection, sql: &str) -> Result<()> {
-    conn.execute(sql, []).map(|_| ()).map_err(|e| anyhow!("{e}"))
+    conn.execute(sql).map(|_| ())
 }
 
 /// The lock beside a database, keyed by the file's canonical path so two

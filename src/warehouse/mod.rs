@@ -14,6 +14,7 @@
 pub mod autocommit;
 pub mod bigquery;
 pub mod duckdb;
+mod duckdb_c;
 pub mod latency;
 pub mod snowflake;
 mod dialect;
