@@ -280,6 +280,9 @@ def main(argv: list[str]) -> int:
     con = duckdb.connect(args.db)
     if args.duckdb_threads:
         con.execute("SET threads = %d" % args.duckdb_threads)
+    # the setting airlock opens a writable file with (warehouse/duckdb.rs,
+    # CHECKPOINT_THRESHOLD): one checkpoint, at close
+    con.execute("SET checkpoint_threshold = '4GB'")
     stmts = 2 * len(schemas)
     # the audit location, clean
     con.execute("BEGIN TRANSACTION")
