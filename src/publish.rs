@@ -267,7 +267,7 @@ pub fn plan(
     for s in schemas {
         steps.push(schema_step(s));
     }
-    in_order(&mut steps);
+    // the schemas are independent of each other (each step waits for nothing)
     let mut objects = Vec::with_capacity(changes.len());
     let mut chains = Vec::with_capacity(changes.len());
     for c in changes {
@@ -338,12 +338,13 @@ fn database_swap(
     Ok(Plan { steps, objects: ledger::objects_statement(d, &objects), grant_check: None })
 }
 
-/// Append each object's steps as a chain (keep, drop, create: in order).
-/// Table chains depend only on the schemas, so they run at once; a view is
-/// checked when it is created, so views come after every table, one after
-/// another in the plan's (dependency) order.
+/// Append each object's steps as a chain (keep, drop, create: in order)
+/// after the steps already there (the schemas). Table chains depend only on
+/// the schemas, so they run at once; a view is checked when it is created,
+/// so views come after every table, one after another in the plan's
+/// (dependency) order.
 fn chain_objects(steps: &mut Vec<Step>, chains: Vec<(bool, Vec<Step>)>) {
-    let schemas = steps.len().checked_sub(1);
+    let schemas: Vec<usize> = (0..steps.len()).collect();
     let mut table_ends = Vec::new();
     let mut views = Vec::new();
     for (is_view, chain) in chains {
@@ -351,15 +352,15 @@ fn chain_objects(steps: &mut Vec<Step>, chains: Vec<(bool, Vec<Step>)>) {
             views.push(chain);
             continue;
         }
-        let mut prev = schemas;
+        let mut prev = schemas.clone();
         for mut step in chain {
-            step.after = prev.into_iter().collect();
-            prev = Some(steps.len());
+            step.after = prev;
+            prev = vec![steps.len()];
             steps.push(step);
         }
-        table_ends.extend(prev.filter(|&p| Some(p) != schemas));
+        table_ends.extend(prev.into_iter().filter(|&p| p >= schemas.len()));
     }
-    let mut prev: Vec<usize> = if table_ends.is_empty() { schemas.into_iter().collect() } else { table_ends };
+    let mut prev: Vec<usize> = if table_ends.is_empty() { schemas } else { table_ends };
     for chain in views {
         for mut step in chain {
             step.after = std::mem::take(&mut prev);
@@ -595,7 +596,6 @@ mod tests {
     #[test]
     fn tables_wait_only_for_the_schemas_and_views_for_every_table_in_order() {
         let mut steps = vec![step("backup", "create-schema"), step("prod", "create-schema")];
-        in_order(&mut steps);
         let chains = vec![
             (false, vec![step("t1", "keep"), step("t1", "replace")]),
             (true, vec![step("v1", "replace")]),
@@ -608,10 +608,10 @@ mod tests {
             order,
             vec![
                 ("backup", "create-schema", vec![]),
-                ("prod", "create-schema", vec![0]),
-                ("t1", "keep", vec![1]),
+                ("prod", "create-schema", vec![]),
+                ("t1", "keep", vec![0, 1]),
                 ("t1", "replace", vec![2]),
-                ("t2", "replace", vec![1]),
+                ("t2", "replace", vec![0, 1]),
                 ("v1", "replace", vec![3, 4]),
                 ("v2", "drop", vec![5]),
                 ("v2", "replace", vec![6]),
