@@ -498,6 +498,8 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     refusals.check()?;
     check_relations(&nodes, &target)?;
 
+    // a BTreeMap iterates in id order: the IndexMap keeps it
+    let nodes = nodes.into_iter().collect();
     Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end, quoting }, renderer, names })
 }
 

@@ -178,7 +178,9 @@ pub struct Project {
     pub root: PathBuf,
     pub profile: String,
     pub vars: BTreeMap<String, serde_json::Value>,
-    pub nodes: BTreeMap<NodeId, Node>,
+    /// every node, in id order (loaded sorted); looked up by hash, as
+    /// planning does hundreds of thousands of times on a large project
+    pub nodes: indexmap::IndexMap<NodeId, Node>,
     pub macros: Vec<MacroFile>,
     /// `on-run-start` / `on-run-end` of dbt_project.yml
     pub on_run_start: Vec<String>,
