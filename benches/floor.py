@@ -18,7 +18,8 @@ database file with the default strategy:
 * seeds load with the same `read_csv` statement; models are created in
   audit (views, tables; incremental models are plain tables on a first
   build; ephemeral models are inlined as CTEs), in dependency order on
-  `--workers` connections (DuckDB's own threads: 1 each, `--duckdb-threads`);
+  `--workers` connections (DuckDB's own threads: 1 each, `--duckdb-threads`;
+  `checkpoint_threshold` as airlock sets it);
   a node's tests run right after it, all of them
   fused into ONE query, and its children wait for them (as `dbt build`);
 * the gate: any failing error-severity test stops here (exit 1), nothing
