@@ -177,6 +177,13 @@ class BigQueryFidelity:
         self.flaked: list[str] = []
         self.in_flight: dict[str, asyncio.Event] = {}
         self.cancelled: list[str] = []
+        # bqemulator runs every request on ONE DuckDB connection, some of them
+        # on worker threads; DuckDB 2.0 refuses a call on a busy connection
+        # ("connection is busy with another call") instead of waiting. So
+        # the wrapped app answers one request at a time. The test hooks wait
+        # (slow jobs, in-flight jobs) before this, so requests still overlap
+        # as a client sees them.
+        self.app_lock = asyncio.Lock()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope.get("path") == HOOKS_PATH:
@@ -184,11 +191,15 @@ class BigQueryFidelity:
                                                         "cancelled": self.cancelled, "flaked": self.flaked}))
         match = PROJECT_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None:
-            return await self.app(scope, receive, send)
+            if scope["type"] != "http":  # lifespan: start-up and shut-down, never a query
+                return await self.app(scope, receive, send)
+            async with self.app_lock:
+                return await self.app(scope, receive, send)
         project, rest = unquote(match.group(1)), match.group(2) or ""
         reply = await self.route(scope, receive, project, rest)
         if reply is None:
-            return await self.app(scope, receive, send)
+            async with self.app_lock:
+                return await self.app(scope, receive, send)
         await self.respond(send, reply)
 
     async def route(self, scope: dict, receive: Callable, project: str, rest: str) -> Reply | None:
@@ -572,7 +583,8 @@ class BigQueryFidelity:
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
-        await self.app(scope, receive, send)
+        async with self.app_lock:
+            await self.app(scope, receive, send)
         raw = b"".join(chunks)
         is_json = any(k.lower() == b"content-type" and b"json" in v for k, v in headers)
         return Reply(status, json.loads(raw) if is_json and raw else raw, headers)
