@@ -1388,6 +1388,12 @@ async fn publish_wap(
         step.sql.remove(0);
     }
     plan.grant_check = grant_check;
+    if !rebuilt.is_empty() {
+        // the release stays `publishing` until dbt has rebuilt and they are
+        // verified: killed meanwhile, `airlock recover` puts prod back
+        let tables: Vec<String> = rebuilt.iter().map(|t| d.relation(&t.prod.schema, &t.prod.identifier)).collect();
+        plan.push_external(tables.join(", "), "dbt-rebuild");
+    }
     if let Err(e) = ledger::journal::publish(&**wh, r, &plan, cfg.publish_concurrency).await {
         if r.status != "publishing" {
             r.backup_schema = None;
@@ -1395,7 +1401,9 @@ async fn publish_wap(
         return Err(e);
     }
     let mut problem = None;
+    let rebuild_started = std::time::Instant::now();
     if !rebuilt.is_empty() {
+        crate::failpoint::before_external_step(plan.steps.len())?;
         wh.release_connections();
         let mut args = vec!["--select".to_string()];
         args.extend(rebuilt.iter().map(|t| t.prod.name.clone()));
@@ -1445,13 +1453,14 @@ async fn publish_wap(
         }
     }
     if let Some(why) = problem {
-        let restore = publish::restore_statements(d, r, &plan)?;
-        wh.execute_atomic(&restore).await.context("restoring prod after the wap rebuild failed")?;
-        r.status = "failed".into();
-        r.backup_schema = None;
+        ledger::journal::abandon_external(&**wh, r, &plan).await.with_context(|| format!("restoring prod after the wap rebuild failed ({why})"))?;
         report.status = "failed".into();
         report.message = format!("release {} failed: {why}; prod restored to its state before the publish", r.id);
         return Ok(ExitStatus::Error);
+    }
+    if !rebuilt.is_empty() {
+        let mixed_ms = i64::try_from(rebuild_started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        ledger::journal::close_external(&**wh, r, &plan, mixed_ms).await?;
     }
     report.published = changes.iter().map(|c| d.relation(&c.schema, &c.name)).collect();
     let drops: Vec<String> = locations.iter().map(|(_, a)| format!("DROP SCHEMA IF EXISTS {} CASCADE", d.quote(a))).collect();

@@ -9,6 +9,8 @@
 //! - `publish:K`       the process kills itself (SIGKILL) right before publish
 //!   statement K (1-based)
 //! - `publish:K:error` publish statement K fails as a warehouse error would
+//! - `publish:external` the process kills itself right before the publish
+//!   step done outside airlock (wap with `--builder dbt`: dbt rebuilding prod)
 
 use std::sync::OnceLock;
 
@@ -19,6 +21,7 @@ pub enum Point {
     CleanupError,
     PublishKill(usize),
     PublishError(usize),
+    PublishExternalKill,
 }
 
 fn points() -> &'static [Point] {
@@ -34,6 +37,7 @@ fn parse(text: &str) -> Vec<Point> {
                 ["panic", node] => Some(Point::Panic(node.to_string())),
                 ["garble", test] => Some(Point::Garble(test.to_string())),
                 ["cleanup", "error"] => Some(Point::CleanupError),
+                ["publish", "external"] => Some(Point::PublishExternalKill),
                 ["publish", k] => k.parse().ok().map(Point::PublishKill),
                 ["publish", k, "error"] => k.parse().ok().map(Point::PublishError),
                 _ => {
@@ -56,18 +60,32 @@ pub fn maybe_panic(node: &str) {
     }
 }
 
+/// SIGKILL: no destructor, no handler, exactly what a crash leaves.
+fn kill_self() {
+    // SAFETY: kill(2) on our own pid takes no pointers
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+}
+
 /// `publish:K` / `publish:K:error`, called right before publish statement `k`.
 pub fn before_publish_statement(k: usize) -> anyhow::Result<()> {
     if is_set(&Point::PublishKill(k)) {
-        // SIGKILL: no destructor, no handler, exactly what a crash leaves
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        kill_self();
     }
     if is_set(&Point::PublishError(k)) {
         anyhow::bail!("failpoint publish:{k}:error: the warehouse refused publish statement {k}");
     }
     Ok(())
+}
+
+/// `publish:external` (and `publish:K`), called right before publish step
+/// `k`, which another program does (dbt rebuilding prod).
+pub fn before_external_step(k: usize) -> anyhow::Result<()> {
+    if is_set(&Point::PublishExternalKill) {
+        kill_self();
+    }
+    before_publish_statement(k)
 }
 
 /// The publish steps of the atomic batch about to run: statement index ->
@@ -105,8 +123,8 @@ mod tests {
     #[test]
     fn parses_every_point() {
         assert_eq!(
-            parse("panic:orders, garble:unique_x,cleanup:error,publish:3,publish:2:error"),
-            vec![Point::Panic("orders".into()), Point::Garble("unique_x".into()), Point::CleanupError, Point::PublishKill(3), Point::PublishError(2)]
+            parse("panic:orders, garble:unique_x,cleanup:error,publish:3,publish:2:error,publish:external"),
+            vec![Point::Panic("orders".into()), Point::Garble("unique_x".into()), Point::CleanupError, Point::PublishKill(3), Point::PublishError(2), Point::PublishExternalKill]
         );
     }
 }

@@ -88,11 +88,15 @@ pub struct Step {
     /// A journal without them (every list empty) runs in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<usize>,
+    /// done by another program (dbt rebuilding prod), never by airlock: a
+    /// publish interrupted before it is recorded done can only be undone
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 impl Step {
     fn new(object: String, action: &str, sql: Vec<String>, undo: Option<Vec<String>>, prod_change: bool) -> Step {
-        Step { object, action: action.into(), sql, undo, creates: None, needs: vec![], prod_change, after: vec![] }
+        Step { object, action: action.into(), sql, undo, creates: None, needs: vec![], prod_change, after: vec![], external: false }
     }
 }
 
@@ -124,6 +128,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// End the plan with a step another program does (dbt rebuilding the
+    /// prod tables): after every other step, nothing for airlock to run or
+    /// undo there (the steps before it keep the backups that restore prod).
+    /// [`crate::ledger::journal::publish`] stops before it.
+    pub fn push_external(&mut self, object: String, action: &str) {
+        // a plan whose steps name no dependencies runs in order already
+        let after = if self.steps.iter().all(|s| s.after.is_empty()) { vec![] } else { (0..self.steps.len()).collect() };
+        self.steps.push(Step { after, external: true, ..Step::new(object, action, vec![], Some(vec![]), true) });
+    }
+
     /// Every statement in order, as a transactional warehouse runs them
     /// (plans show these), ending with the ledger rows and `finish`.
     pub fn statements(&self, d: Dialect, release: &Release) -> Vec<String> {

@@ -213,6 +213,62 @@ fn wap_with_the_dbt_builder_rebuilds_the_marts_in_prod_with_dbt_itself() {
     // only the top-level models are published; their upstream stayed in audit
     assert!(prod_checksums(&air, &["main", "main_snapshots"]).is_empty(), "wap published more than the marts");
     assert!(run.stdout.contains("orders_incremental"), "{}", run.stdout);
+    // dbt's rebuild is a step of the journal, recorded done before the release is published
+    assert_eq!(query(&air, "SELECT status FROM airlock.releases WHERE id = 1"), vec![vec!["published".to_string()]]);
+    let journal = query(&air, "SELECT action, state FROM airlock.journal WHERE release_id = 1 ORDER BY step");
+    assert!(journal.iter().all(|r| r[1] == "done"), "{journal:?}");
+    assert_eq!(journal[journal.len() - 2][0], "dbt-rebuild", "{journal:?}");
+}
+
+#[test]
+fn wap_with_the_dbt_builder_puts_prod_back_when_dbts_rebuild_is_not_what_the_gate_passed() {
+    let s = Scratch::new();
+    let project = features_copy(&s);
+    std::fs::create_dir_all(s.path().join("air")).unwrap();
+    let air = s.path().join("air/features.duckdb");
+    features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]).assert_code(0);
+    let before = prod_checksums(&air, FEATURE_SCHEMAS);
+    // a mart that dbt rebuilds differently in prod from what the gate passed in audit
+    std::fs::write(project.join("models/marts/lottery.sql"), "select i, random() as r from range(0, 50) t(i)\n").unwrap();
+    let run = features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]);
+    run.assert_code(2);
+    assert!(run.stdout.contains("differs from") && run.stdout.contains("prod restored"), "{}", run.stdout);
+    assert_eq!(prod_checksums(&air, FEATURE_SCHEMAS), before, "prod must be as before the publish");
+    assert_eq!(query(&air, "SELECT status, published FROM airlock.releases WHERE id = 2"), vec![vec!["failed".to_string(), "0".to_string()]]);
+    let journal = query(&air, "SELECT DISTINCT state FROM airlock.journal WHERE release_id = 2");
+    assert_eq!(journal, vec![vec!["undone".to_string()]]);
+}
+
+#[test]
+fn wap_with_the_dbt_builder_killed_before_dbt_rebuilds_prod_is_not_recorded_as_published() {
+    let s = Scratch::new();
+    let project = features_copy(&s);
+    std::fs::create_dir_all(s.path().join("air")).unwrap();
+    let air = s.path().join("air/features.duckdb");
+    features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]).assert_code(0);
+    let before = prod_checksums(&air, FEATURE_SCHEMAS);
+
+    // the process dies after the journal's own steps, right before dbt rebuilds the mart in prod
+    let mut cmd = s.command(&project, &["deploy", "--strategy", "wap", "--builder", "dbt", "--dbt", dbt()]);
+    cmd.current_dir(&project).env("AIRLOCK_FEATURES_DB", &air).env("AIRLOCK_FAILPOINT", "publish:external");
+    let killed = Run::of(&mut cmd);
+    assert_eq!(killed.code, -1, "the process must die by SIGKILL\n{}", killed.stderr);
+    // the ledger does not claim a publish that did not happen
+    let status = |id: i64| query(&air, &format!("SELECT status FROM airlock.releases WHERE id = {id}"))[0][0].clone();
+    assert_eq!(status(2), "publishing");
+    let warehouse_command = |args: &[&str]| Run::of(s.command(&project, args).current_dir(&project).env("AIRLOCK_FEATURES_DB", &air));
+    let history = warehouse_command(&["history"]);
+    assert!(history.stderr.contains("run `airlock recover`"), "{}", history.stderr);
+
+    // recover cannot finish dbt's rebuild: it undoes the publish
+    let recover = warehouse_command(&["recover"]);
+    recover.assert_code(0);
+    assert!(recover.stdout.contains("dbt-rebuild") && recover.stdout.contains("undoing"), "{}", recover.stdout);
+    assert_eq!(status(2), "recovered-back");
+    assert_eq!(prod_checksums(&air, FEATURE_SCHEMAS), before, "prod must be as release 1 left it");
+    // and the next deploy publishes
+    features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]).assert_code(0);
+    assert_eq!(status(3), "published");
 }
 
 #[test]

@@ -26,13 +26,14 @@ fn epoch_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The journal rows of a plan, as one INSERT.
-fn insert(d: Dialect, release: i64, plan: &Plan, state: &str) -> Result<String> {
+/// The journal rows of a plan, as one INSERT: the first `done` steps (the
+/// ledger step counting as the last) recorded as done, the rest pending.
+fn insert(d: Dialect, release: i64, plan: &Plan, done: usize) -> Result<String> {
     let mut rows = Vec::with_capacity(plan.steps.len() + 1);
     for (i, step) in plan.steps.iter().chain(std::iter::once(&ledger_step(plan))).enumerate() {
         let json = serde_json::to_string(step)?;
-        let done = if state == "done" { epoch_ms().to_string() } else { "NULL".into() };
-        rows.push(format!("({release}, {}, {}, {}, {}, {}, {done})", i + 1, d.literal(&step.object), d.literal(&step.action), d.literal(&json), d.literal(state)));
+        let (state, done_ms) = if i < done { ("done", epoch_ms().to_string()) } else { ("pending", "NULL".into()) };
+        rows.push(format!("({release}, {}, {}, {}, {}, {}, {done_ms})", i + 1, d.literal(&step.object), d.literal(&step.action), d.literal(&json), d.literal(state)));
     }
     Ok(format!("INSERT INTO {} VALUES\n{}", table(d), rows.join(",\n")))
 }
@@ -48,6 +49,7 @@ fn ledger_step(plan: &Plan) -> Step {
         needs: vec![],
         prod_change: false,
         after: vec![],
+        external: false,
     }
 }
 
@@ -74,21 +76,37 @@ async fn run_step(wh: &dyn Warehouse, sql: &[String]) -> Result<()> {
 /// `published`; `failed` (nothing took effect, or what did was undone); or
 /// `publishing` (interrupted mid-way and not undone: `airlock recover`).
 /// Independent steps run at most `concurrency` at once.
+///
+/// A plan whose last step is [`external`](Step::external) (dbt rebuilding
+/// prod) stops before it: the release stays `publishing` with that step
+/// pending, and the caller ends it with [`close_external`] once the step is
+/// done, or [`abandon_external`]. Killed meanwhile, the journal says the
+/// publish is unfinished, and `airlock recover` undoes it.
 pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, concurrency: usize) -> Result<()> {
     let d = wh.dialect();
     let id = release.id;
-    let n = plan.steps.len();
+    if let Some(k) = plan.steps.iter().position(|s| s.external).filter(|&k| k + 1 != plan.steps.len()) {
+        bail!("publish step {} ({} {}) is done outside airlock but is not the last step: refusing the plan", k + 1, plan.steps[k].action, plan.steps[k].object);
+    }
+    let open = plan.steps.last().is_some_and(|s| s.external);
+    // the steps airlock runs itself
+    let n = plan.steps.len() - usize::from(open);
     if wh.capabilities().transactional_ddl {
-        release.status = "published".into();
-        release.mixed_ms = Some(0);
-        let mut stmts = vec![status_statement(d, id, "publishing"), insert(d, id, plan, "done")?];
+        let mut stmts = vec![status_statement(d, id, "publishing"), insert(d, id, plan, if open { n } else { n + 1 })?];
         let mut step_of = vec![0, 0];
-        for (k, step) in plan.steps.iter().enumerate() {
+        for (k, step) in plan.steps[..n].iter().enumerate() {
             stmts.extend(step.sql.iter().cloned());
             step_of.extend(std::iter::repeat_n(k + 1, step.sql.len()));
         }
-        stmts.extend(plan.objects.iter().cloned());
-        stmts.push(finish_statement(d, release));
+        let mut closing = release.clone();
+        if open {
+            closing.status = "publishing".into();
+        } else {
+            closing.status = "published".into();
+            closing.mixed_ms = Some(0);
+            stmts.extend(plan.objects.iter().cloned());
+            stmts.push(finish_statement(d, &closing));
+        }
         step_of.resize(stmts.len(), n + 1);
         crate::failpoint::arm_atomic_batch(step_of);
         let result = wh.execute_atomic(&stmts).await;
@@ -98,6 +116,7 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, con
             release.mixed_ms = None;
             return Err(e.context("publishing (one transaction, rolled back: prod untouched)"));
         }
+        *release = closing;
         return Ok(());
     }
 
@@ -106,7 +125,7 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, con
     // and where the replaced objects are kept (a completed recovery keeps them)
     let mut publishing = release.clone();
     publishing.status = "publishing".into();
-    wh.execute_atomic(&[finish_statement(d, &publishing), insert(d, id, plan, "pending")?]).await.context("writing the publish journal")?;
+    wh.execute_atomic(&[finish_statement(d, &publishing), insert(d, id, plan, 0)?]).await.context("writing the publish journal")?;
     release.status = "publishing".into();
     let (mut first, mut last) = (None, None);
     let deps = crate::publish::dependencies(&plan.steps);
@@ -134,6 +153,7 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, con
     };
     let failure = match failure {
         Some(f) => Some(f),
+        None if open => return Ok(()),
         None => {
             verify_grants(wh, release, plan).await?;
             // the last step closes the release: ledger rows, all in one DML transaction
@@ -182,6 +202,44 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, con
         }
         Err(u) => Err(e.context(format!("{what}, and undoing it failed too ({u:#}): prod may be mixed; run `airlock recover`"))),
     }
+}
+
+/// The publish [`publish`] left open is finished: its external step (the
+/// last) is done. Records that, checks the privileges on prod, and closes the
+/// release as published, `mixed_ms` being how long prod was part old, part
+/// new. On error the release stays `publishing` (`airlock recover`).
+pub async fn close_external(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, mixed_ms: i64) -> Result<()> {
+    let d = wh.dialect();
+    let n = plan.steps.len();
+    if !plan.steps.last().is_some_and(|s| s.external) {
+        bail!("release {}: the publish has no step done outside airlock to close", release.id);
+    }
+    wh.execute(&mark(d, release.id, Some(n), "done")).await.with_context(|| format!("recording publish step {n} as done: run `airlock recover`"))?;
+    verify_grants(wh, release, plan).await?;
+    crate::failpoint::before_publish_statement(n + 1)?;
+    let mut closing = release.clone();
+    closing.status = "published".into();
+    closing.mixed_ms = Some(mixed_ms);
+    let mut stmts: Vec<String> = plan.objects.iter().cloned().collect();
+    stmts.push(finish_statement(d, &closing));
+    stmts.push(mark(d, release.id, None, "done"));
+    wh.execute_atomic(&stmts).await.context("closing the release in the ledger: run `airlock recover`")?;
+    *release = closing;
+    Ok(())
+}
+
+/// The external step of a publish [`publish`] left open failed: undo every
+/// step (prod as before the publish) and close the release as failed, in
+/// one batch. On error the release stays `publishing` (`airlock recover`).
+pub async fn abandon_external(wh: &dyn Warehouse, release: &mut Release, plan: &Plan) -> Result<()> {
+    let d = wh.dialect();
+    let mut stmts = crate::publish::restore_statements(d, release, plan)?;
+    stmts.push(mark(d, release.id, None, "undone"));
+    wh.execute_atomic(&stmts).await.context("undoing the publish: run `airlock recover`")?;
+    release.status = "failed".into();
+    release.backup_schema = None;
+    release.published = 0;
+    Ok(())
 }
 
 /// What stopped a [`schedule`].
@@ -398,9 +456,11 @@ pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool
     let mut done: Vec<bool> = steps.iter().map(|r| r.state == "done").collect();
     let pending: Vec<usize> = (0..steps.len()).filter(|&k| !done[k]).collect();
 
-    // forward only when everything still to do can be done
+    // forward only when everything still to do can be done: not a step done
+    // outside airlock (dbt rebuilding prod), nor one whose inputs are gone
     let mut missing = Vec::new();
-    if !force_undo {
+    let external: Vec<String> = pending.iter().filter(|&&k| bodies[k].external).map(|&k| format!("step {} ({} {})", k + 1, bodies[k].action, bodies[k].object)).collect();
+    if !force_undo && external.is_empty() {
         let schemas: BTreeSet<String> = pending.iter().flat_map(|&k| bodies[k].needs.iter().chain(bodies[k].creates.iter()).map(|(s, _)| s.clone())).collect();
         let catalog = wh.catalog(&schemas.into_iter().collect::<Vec<_>>()).await?;
         let same = |a: &str, b: &str| if d.case_insensitive_names() { a.eq_ignore_ascii_case(b) } else { a == b };
@@ -456,6 +516,9 @@ pub async fn recover(wh: &dyn Warehouse, release: &mut Release, force_undo: bool
     let mut lines = Vec::new();
     if !missing.is_empty() {
         lines.push(format!("cannot complete: {} no longer exist{}; undoing", missing.join(", "), if missing.len() == 1 { "s" } else { "" }));
+    }
+    if !external.is_empty() && !force_undo {
+        lines.push(format!("cannot complete: {} is done outside airlock and did not finish; undoing", external.join(", ")));
     }
     lines.extend(undo(wh, release, &to_undo, Some(mixed_ms)).await?);
     release.status = "recovered-back".into();
