@@ -30,12 +30,14 @@ fn epoch_ms() -> i64 {
 /// ledger step counting as the last) recorded as done, the rest pending.
 fn insert(d: Dialect, release: i64, plan: &Plan, done: usize) -> Result<String> {
     let mut rows = Vec::with_capacity(plan.steps.len() + 1);
+    let now = epoch_ms().to_string();
     for (i, step) in plan.steps.iter().chain(std::iter::once(&ledger_step(plan))).enumerate() {
         let json = serde_json::to_string(step)?;
-        let (state, done_ms) = if i < done { ("done", epoch_ms().to_string()) } else { ("pending", "NULL".into()) };
-        rows.push(format!("({release}, {}, {}, {}, {}, {}, {done_ms})", i + 1, d.literal(&step.object), d.literal(&step.action), d.literal(&json), d.literal(state)));
+        let (state, done_ms) = if i < done { ("done", Some(now.clone())) } else { ("pending", None) };
+        rows.push(vec![Some(release.to_string()), Some((i + 1).to_string()), Some(step.object.clone()), Some(step.action.clone()), Some(json), Some(state.to_string()), done_ms]);
     }
-    Ok(format!("INSERT INTO {} VALUES\n{}", table(d), rows.join(",\n")))
+    use super::Column::{Int, Text};
+    Ok(super::insert_rows(d, &table(d), &[Int, Int, Text, Text, Text, Text, Int], &rows))
 }
 
 /// The last step: the ledger rows of the release's objects.

@@ -299,22 +299,73 @@ pub fn objects_statement(d: Dialect, objects: &[ReleaseObject]) -> Option<String
     if objects.is_empty() {
         return None;
     }
-    let rows: Vec<String> = objects
+    let rows: Vec<Vec<Option<String>>> = objects
         .iter()
-        .map(|o| {
-            format!(
-                "({}, {}, {}, {}, {}, {}, {})",
-                o.release_id,
-                d.literal(&o.schema),
-                d.literal(&o.name),
-                d.literal(&o.kind),
-                opt(d, &o.prev_kind),
-                opt(d, &o.backup_name),
-                opt(d, &o.prev_view_ddl)
-            )
+        .map(|o| vec![Some(o.release_id.to_string()), Some(o.schema.clone()), Some(o.name.clone()), Some(o.kind.clone()), o.prev_kind.clone(), o.backup_name.clone(), o.prev_view_ddl.clone()])
+        .collect();
+    use Column::{Int, Text};
+    Some(insert_rows(d, &t(d, "release_objects"), &[Int, Text, Text, Text, Text, Text, Text], &rows))
+}
+
+/// The type of a column [`insert_rows`] fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Column {
+    /// BIGINT; the value is its decimal text
+    Int,
+    Text,
+}
+
+/// One INSERT of `rows` (values in the table's column order; `None` is NULL)
+/// into `table`. DuckDB's parser spends about 13 µs on every literal, so a
+/// VALUES list of a 500-object release (3,500 literals) took 0.05 s to parse
+/// alone: DuckDB gets the rows as one string literal instead, which the
+/// engine splits and decodes (about 1 ms). Snowflake and BigQuery get a
+/// VALUES list.
+pub(crate) fn insert_rows(d: Dialect, table: &str, columns: &[Column], rows: &[Vec<Option<String>>]) -> String {
+    debug_assert!(!rows.is_empty(), "an INSERT of no rows");
+    if d != Dialect::DuckDb {
+        let value = |(c, v): (&Column, &Option<String>)| match (c, v) {
+            (_, None) => "NULL".to_string(),
+            (Column::Int, Some(n)) => n.clone(),
+            (Column::Text, Some(text)) => d.literal(text),
+        };
+        let tuples: Vec<String> = rows.iter().map(|r| format!("({})", columns.iter().zip(r).map(value).collect::<Vec<_>>().join(", "))).collect();
+        return format!("INSERT INTO {table} VALUES\n{}", tuples.join(",\n"));
+    }
+    // rows end with ';', values are split by ','; in a value '%', ',', ';',
+    // the quote and control characters are percent-encoded (so it stays
+    // readable), and a lone '%' is NULL
+    let mut packed = String::with_capacity(rows.iter().flatten().map(|v| v.as_ref().map_or(1, String::len) + 1).sum());
+    for row in rows {
+        for (j, value) in row.iter().enumerate() {
+            if j > 0 {
+                packed.push(',');
+            }
+            match value {
+                None => packed.push('%'),
+                Some(v) => {
+                    for c in v.chars() {
+                        if matches!(c, '%' | ',' | ';' | '\'') || c.is_ascii_control() {
+                            packed.push_str(&format!("%{:02X}", c as u32));
+                        } else {
+                            packed.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        packed.push(';');
+    }
+    packed.pop();
+    let select: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            Column::Int => format!("CAST(nullif(f[{}], '%') AS BIGINT)", i + 1),
+            Column::Text => format!("url_decode(nullif(f[{}], '%'))", i + 1),
         })
         .collect();
-    Some(format!("INSERT INTO {} VALUES\n{}", t(d, "release_objects"), rows.join(",\n")))
+    format!("INSERT INTO {table} SELECT {} FROM (SELECT string_split(unnest(string_split('{packed}', ';')), ',') AS f)", select.join(", "))
 }
 
 fn col(r: &[Option<String>], i: usize) -> Option<String> {
@@ -432,4 +483,31 @@ pub async fn cleanup(wh: &dyn Warehouse, keep: usize) -> Result<Vec<i64>> {
 pub fn git_commit(dir: &std::path::Path) -> Option<String> {
     let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).stderr(std::process::Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_inserted_into_duckdb_read_back_exactly() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (n BIGINT, a VARCHAR, b VARCHAR)").unwrap();
+        let awkward = "it's ; a, \"quoted\"\nline, é 🚀 \\ n %2C % %%";
+        let rows = vec![
+            vec![Some("-5".to_string()), Some(awkward.to_string()), None],
+            vec![None, Some(String::new()), Some("%".to_string())],
+        ];
+        conn.execute_batch(&insert_rows(Dialect::DuckDb, "t", &[Column::Int, Column::Text, Column::Text], &rows)).unwrap();
+        let mut stmt = conn.prepare("SELECT n, a, b FROM t ORDER BY n NULLS LAST").unwrap();
+        let back: Vec<(Option<i64>, Option<String>, Option<String>)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(back, vec![(Some(-5), Some(awkward.to_string()), None), (None, Some(String::new()), Some("%".to_string()))]);
+    }
+
+    #[test]
+    fn remote_dialects_get_a_values_list() {
+        let rows = vec![vec![Some("1".to_string()), Some("it's".to_string()), None]];
+        let sql = insert_rows(Dialect::Snowflake, "t", &[Column::Int, Column::Text, Column::Text], &rows);
+        assert_eq!(sql, "INSERT INTO t VALUES\n(1, 'it''s', NULL)");
+    }
 }
