@@ -102,31 +102,42 @@ pub struct BuildInput<'a> {
     pub full_refresh: bool,
 }
 
-/// The steps that build the selection into the audit location.
+/// The steps that build the selection into the audit location. Nodes are
+/// handled by their position in the project (see [`Project::position`]):
+/// a plan of 15,000 models and 40,000 tests walks hundreds of thousands of
+/// edges.
+///
+/// [`Project::position`]: crate::project::Project::position
 pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     let BuildInput { compiler, dag, selected, staged, prod, .. } = input;
     let project = compiler.project;
     let layout = compiler.layout;
+    let at = |id: &str| project.position(id).expect("every id planned is the project's");
     let in_audit: BTreeSet<NodeId> = selected.iter().filter(|id| project.node(id).is_relation()).chain(staged.iter()).cloned().collect();
     let place = layout.placement(project, &in_audit);
+    let n = project.nodes.len();
+    let mut audit = vec![false; n];
+    for id in &in_audit {
+        audit[at(id)] = true;
+    }
 
     // refs to relations outside the selection are read from prod: they must
     // exist there. A model that cannot is an error; a test that cannot is left
     // out with a warning (it tests a relation this run neither builds nor has)
     let mut unrunnable: BTreeMap<NodeId, String> = BTreeMap::new();
-    let audit_ids: HashSet<&NodeId> = in_audit.iter().collect();
-    let mut upstream: HashMap<&NodeId, BTreeSet<NodeId>> = HashMap::with_capacity(selected.len());
+    // what each selected relation and test reads, in id order
+    let mut upstream: Vec<Option<Vec<usize>>> = vec![None; n];
     for id in selected.iter() {
         let node = project.node(id);
         if !(node.is_relation() || node.kind == NodeKind::Test) {
             continue;
         }
-        let ups = upstream.entry(id).or_insert_with(|| upstream_relations(project, id));
-        for dep in ups.iter() {
-            if audit_ids.contains(dep) {
+        let ups: Vec<usize> = upstream_relations(project, id).iter().map(|d| at(d)).collect();
+        for &dep in &ups {
+            if audit[dep] {
                 continue;
             }
-            let up = project.node(dep);
+            let up = project.at(dep);
             let schema = layout.prod_schema(up);
             if prod.get(&schema, &layout.ident(up)).is_none() {
                 if node.kind == NodeKind::Test {
@@ -150,63 +161,92 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                 );
             }
         }
+        upstream[at(id)] = Some(ups);
     }
 
-    let order = dag.topo_order();
-    let topo_index: HashMap<&NodeId, usize> = order.iter().enumerate().map(|(i, id)| (id, i)).collect();
-    let mut steps: Vec<Step> = Vec::new();
-    let step_ids: HashSet<&NodeId> = upstream.keys().copied().filter(|id| !unrunnable.contains_key(*id)).collect();
+    let order: Vec<usize> = dag.topo_order().iter().map(|id| at(id)).collect();
+    let mut topo = vec![0usize; n];
+    for (k, &i) in order.iter().enumerate() {
+        topo[i] = k;
+    }
+    let is_step: Vec<bool> = (0..n).map(|i| upstream[i].is_some() && !unrunnable.contains_key(&project.at(i).id)).collect();
     // tests by the node they are attached to, in id order
-    let mut tests_of: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-    for id in selected.iter().filter(|id| step_ids.contains(id)) {
-        let n = project.node(id);
-        if n.kind == NodeKind::Test {
-            if let Some(owner) = &n.attached_to {
-                tests_of.entry(owner.clone()).or_default().push(id.clone());
+    let mut tests_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in (0..n).filter(|&i| is_step[i]) {
+        let node = project.at(i);
+        if node.kind == NodeKind::Test {
+            if let Some(owner) = node.attached_to.as_deref().and_then(|o| project.position(o)) {
+                tests_of[owner].push(i);
             }
         }
     }
 
-    for id in order.iter().filter(|id| step_ids.contains(*id)) {
-        let node = project.node(id);
-        let mut step = Step { id: id.clone(), statements: vec![], group: vec![], deps: vec![], incremental: false, refused: None, seed: None };
-        let ups = &upstream[id];
+    // (node, the steps it waits for) in dependency order
+    let mut planned: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &i in order.iter().filter(|&&i| is_step[i]) {
+        let node = project.at(i);
+        let mut deps = Vec::new();
         let mut descendants = None;
-        for up in ups {
-            if step_ids.contains(up) {
-                step.deps.push(up.clone());
+        for &up in upstream[i].as_ref().expect("a step has its upstream") {
+            if is_step[up] {
+                deps.push(up);
             }
             if node.kind == NodeKind::Test {
                 continue;
             }
             // wait for the tests of what we read, unless such a test itself reads us (or our descendants)
-            for t in tests_of.get(up).into_iter().flatten() {
-                let test = project.node(t);
-                let cyclic = test.depends_on.iter().any(|d| {
-                    d == id || (topo_index.get(d) > topo_index.get(id) && descendants.get_or_insert_with(|| dag.descendants(id)).contains(d))
+            for &t in &tests_of[up] {
+                let cyclic = project.at(t).depends_on.iter().any(|d| match project.position(d) {
+                    Some(j) => j == i || (topo[j] > topo[i] && descendants.get_or_insert_with(|| dag.descendants(&node.id)).contains(d)),
+                    None => false,
                 });
                 if !cyclic {
-                    step.deps.push(t.clone());
+                    deps.push(t);
                 }
             }
         }
-        step.deps.sort();
-        step.deps.dedup();
+        deps.sort_unstable();
+        deps.dedup();
         if node.kind != NodeKind::Source {
-            steps.push(step);
+            planned.push((i, deps));
         }
     }
+    let lead = fused_tests(project, &planned);
     // every step's SQL, rendered across cores; the first error in build order is the one reported
-    let rendered = crate::par::map(&steps, |step| render_step(input, &place, step));
-    for (step, sql) in steps.iter_mut().zip(rendered) {
+    let rendered = crate::par::map(&planned, |(i, _)| render_step(input, &place, &project.at(*i).id));
+    let mut steps: Vec<Step> = Vec::with_capacity(planned.len());
+    let mut waits: Vec<Vec<usize>> = Vec::with_capacity(planned.len());
+    let mut step_at = vec![usize::MAX; n];
+    for ((i, deps), sql) in planned.into_iter().zip(rendered) {
         let RenderedStep { statements, group, incremental, seed } = sql?;
-        (step.statements, step.group, step.incremental, step.seed) = (statements, group, incremental, seed);
+        if lead[i] != usize::MAX && lead[i] != i {
+            // a test joining its group: the group waits for what it waits for
+            let k = step_at[lead[i]];
+            steps[k].group.extend(group);
+            waits[k].extend(deps);
+            continue;
+        }
+        step_at[i] = steps.len();
+        steps.push(Step { id: project.at(i).id.clone(), statements, group, deps: vec![], incremental, refused: None, seed });
+        waits.push(deps);
+    }
+    for (step, mut deps) in steps.iter_mut().zip(waits) {
+        let me = at(&step.id);
+        for d in &mut deps {
+            if lead[*d] != usize::MAX {
+                *d = lead[*d];
+            }
+        }
+        deps.retain(|&d| d != me);
+        deps.sort_unstable();
+        deps.dedup();
+        step.deps = deps.into_iter().map(|d| project.at(d).id.clone()).collect();
     }
     for (id, why) in unrunnable {
         let thresholds = gate::Thresholds::of(project.node(&id));
         steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), thresholds)], deps: vec![], incremental: false, refused: Some(why), seed: None });
     }
-    Ok(fuse_tests(project, steps))
+    Ok(steps)
 }
 
 /// What a step runs, rendered for the audit location.
@@ -218,11 +258,11 @@ struct RenderedStep {
     seed: Option<(usize, crate::warehouse::SeedLoad)>,
 }
 
-fn render_step(input: &BuildInput, place: &crate::render::Placement, step: &Step) -> Result<RenderedStep> {
+fn render_step(input: &BuildInput, place: &crate::render::Placement, id: &NodeId) -> Result<RenderedStep> {
     let BuildInput { compiler, staged, prod, full_refresh, .. } = input;
     let (project, layout) = (compiler.project, compiler.layout);
     let dialect = layout.dialect;
-    let (id, node) = (&step.id, project.node(&step.id));
+    let node = project.node(id);
     let mut out = RenderedStep::default();
     match node.kind {
         NodeKind::Seed => {
@@ -292,67 +332,54 @@ fn with_hooks(compiler: &Compiler, node: &crate::project::Node, place: &crate::r
 /// the group, as it waited for each test before. A test reading something
 /// built from the node keeps its own step (fused, it would wait for a
 /// relation that waits for it).
-fn fuse_tests(project: &crate::project::Project, steps: Vec<Step>) -> Vec<Step> {
+///
+/// `planned`: (node, the steps it waits for) in dependency order, by
+/// position in the project. Returns, by position, the test leading each
+/// fused test's group (the owner's first fusable test), `usize::MAX` for
+/// the rest.
+fn fused_tests(project: &crate::project::Project, planned: &[(usize, Vec<usize>)]) -> Vec<usize> {
+    let n = project.nodes.len();
     // steps come in dependency order: a relation placed before the owner is never its descendant
-    let position: HashMap<NodeId, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
-    let fusable = |s: &Step| {
-        let n = project.node(&s.id);
-        let Some(owner) = n.attached_to.as_ref() else { return false };
-        s.refused.is_none()
-            && n.kind == NodeKind::Test
-            && s.deps.contains(owner)
-            && s.deps.iter().filter(|d| *d != owner).all(|d| !reads_from(project, &position, d, owner))
+    let mut position = vec![usize::MAX; n];
+    for (k, (i, _)) in planned.iter().enumerate() {
+        position[*i] = k;
+    }
+    let owner_of = |i: usize| {
+        let node = project.at(i);
+        (node.kind == NodeKind::Test).then_some(()).and(node.attached_to.as_deref()).and_then(|o| project.position(o))
     };
-    // the first fusable test of each owner becomes the group's step
-    let mut leader: HashMap<NodeId, NodeId> = HashMap::new();
-    let mut member_of: HashMap<NodeId, NodeId> = HashMap::new();
-    for s in steps.iter().filter(|s| fusable(s)) {
-        let owner = project.node(&s.id).attached_to.clone().expect("fusable tests are attached");
-        let lead = leader.entry(owner).or_insert_with(|| s.id.clone()).clone();
-        member_of.insert(s.id.clone(), lead);
-    }
-    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
-    let mut index: HashMap<NodeId, usize> = HashMap::new();
-    for mut s in steps {
-        if let Some(lead) = member_of.get(&s.id) {
-            if lead != &s.id {
-                let at = index[lead];
-                out[at].group.append(&mut s.group);
-                out[at].deps.append(&mut s.deps);
-                continue;
+    let mut leader = vec![usize::MAX; n];
+    let mut lead = vec![usize::MAX; n];
+    for (i, deps) in planned {
+        let Some(owner) = owner_of(*i) else { continue };
+        if deps.contains(&owner) && deps.iter().filter(|&&d| d != owner).all(|&d| !reads_from(project, &position, d, owner)) {
+            if leader[owner] == usize::MAX {
+                leader[owner] = *i;
             }
+            lead[*i] = leader[owner];
         }
-        index.insert(s.id.clone(), out.len());
-        out.push(s);
     }
-    for s in &mut out {
-        for d in &mut s.deps {
-            if let Some(lead) = member_of.get(d) {
-                *d = lead.clone();
-            }
-        }
-        s.deps.retain(|d| d != &s.id);
-        s.deps.sort();
-        s.deps.dedup();
-    }
-    out
+    lead
 }
 
-/// Whether `id` reads `ancestor`, directly or through what it reads.
-/// `position`: the steps' dependency order, to stop at relations placed
-/// before `ancestor` (they cannot read it).
-fn reads_from(project: &crate::project::Project, position: &HashMap<NodeId, usize>, id: &str, ancestor: &str) -> bool {
-    let Some(&floor) = position.get(ancestor) else { return true };
-    let mut stack: Vec<&str> = vec![id];
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
-    while let Some(n) = stack.pop() {
-        if n == ancestor {
+/// Whether `id` reads `ancestor`, directly or through what it reads (by
+/// position in the project). `position`: the steps' dependency order, to
+/// stop at relations placed before `ancestor` (they cannot read it).
+fn reads_from(project: &crate::project::Project, position: &[usize], id: usize, ancestor: usize) -> bool {
+    let floor = position[ancestor];
+    if floor == usize::MAX {
+        return true;
+    }
+    let mut stack = vec![id];
+    let mut seen = HashSet::new();
+    while let Some(k) = stack.pop() {
+        if k == ancestor {
             return true;
         }
-        if !seen.insert(n) || position.get(n).is_some_and(|&p| p < floor) {
+        if !seen.insert(k) || position[k] < floor {
             continue;
         }
-        stack.extend(project.node(n).depends_on.iter().map(String::as_str));
+        stack.extend(project.at(k).depends_on.iter().filter_map(|d| project.position(d)));
     }
     false
 }

@@ -207,6 +207,16 @@ impl Project {
     pub fn node(&self, id: &str) -> &Node {
         &self.nodes[id]
     }
+    /// Where `id` is in `nodes`; nodes are in id order, so comparing
+    /// positions compares ids. Planning works on positions: no hashing or
+    /// string comparison per edge.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.nodes.get_index_of(id)
+    }
+    /// The node at `position` in `nodes`.
+    pub fn at(&self, position: usize) -> &Node {
+        &self.nodes[position]
+    }
     pub fn relations(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values().filter(|n| n.is_relation())
     }
