@@ -220,14 +220,21 @@ fn wap_with_the_dbt_builder_rebuilds_the_marts_in_prod_with_dbt_itself() {
     assert_eq!(journal[journal.len() - 2][0], "dbt-rebuild", "{journal:?}");
 }
 
-#[test]
-fn wap_with_the_dbt_builder_puts_prod_back_when_dbts_rebuild_is_not_what_the_gate_passed() {
+/// The features project published once by wap with the dbt builder: its
+/// scratch, project, database and prod's checksums after release 1.
+fn wap_published_once() -> (Scratch, PathBuf, PathBuf, std::collections::BTreeMap<String, String>) {
     let s = Scratch::new();
     let project = features_copy(&s);
     std::fs::create_dir_all(s.path().join("air")).unwrap();
     let air = s.path().join("air/features.duckdb");
     features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]).assert_code(0);
     let before = prod_checksums(&air, FEATURE_SCHEMAS);
+    (s, project, air, before)
+}
+
+#[test]
+fn wap_with_the_dbt_builder_puts_prod_back_when_dbts_rebuild_is_not_what_the_gate_passed() {
+    let (s, project, air, before) = wap_published_once();
     // a mart that dbt rebuilds differently in prod from what the gate passed in audit
     std::fs::write(project.join("models/marts/lottery.sql"), "select i, random() as r from range(0, 50) t(i)\n").unwrap();
     let run = features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]);
@@ -241,12 +248,7 @@ fn wap_with_the_dbt_builder_puts_prod_back_when_dbts_rebuild_is_not_what_the_gat
 
 #[test]
 fn wap_with_the_dbt_builder_killed_before_dbt_rebuilds_prod_is_not_recorded_as_published() {
-    let s = Scratch::new();
-    let project = features_copy(&s);
-    std::fs::create_dir_all(s.path().join("air")).unwrap();
-    let air = s.path().join("air/features.duckdb");
-    features_airlock(&s, &project, &air, &["deploy", "--strategy", "wap"]).assert_code(0);
-    let before = prod_checksums(&air, FEATURE_SCHEMAS);
+    let (s, project, air, before) = wap_published_once();
 
     // the process dies after the journal's own steps, right before dbt rebuilds the mart in prod
     let mut cmd = s.command(&project, &["deploy", "--strategy", "wap", "--builder", "dbt", "--dbt", dbt()]);
