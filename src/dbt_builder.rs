@@ -1339,6 +1339,28 @@ fn wap_selection(cfg: &RunConfig, strategy: &Strategy, twins: &BTreeMap<String, 
     Ok(out)
 }
 
+/// The journal of wap with the dbt builder: dbt rebuilds the prod tables
+/// (`Desired::Rebuild`) in the last step, done outside airlock; the release
+/// stays `publishing` until dbt has rebuilt them and they are verified
+/// (killed meanwhile, `airlock recover` puts prod back). The CREATE of each
+/// rebuild step is dbt's; the GRANTs that give the new table prod's
+/// privileges follow dbt's run (a `create or replace` drops them).
+fn wap_plan(strategy: &Strategy, d: Dialect, r: &Release, changes: &[Change], locations: &[(String, String)], grants: &publish::Grants) -> Result<publish::Plan> {
+    let mut plan = publish::plan(strategy, d, r, changes, locations, None, grants)?;
+    let mut tables = Vec::new();
+    let mut regrants = Vec::new();
+    for step in plan.steps.iter_mut().filter(|s| s.action == "rebuild") {
+        let mut sql = std::mem::take(&mut step.sql).into_iter();
+        sql.next(); // the CREATE: dbt's
+        regrants.extend(sql);
+        tables.push(step.object.clone());
+    }
+    if !tables.is_empty() {
+        plan.push_external(tables.join(", "), "dbt-rebuild", regrants);
+    }
+    Ok(plan)
+}
+
 /// wap with the dbt builder: the journal keeps a backup of each prod table
 /// to rebuild (and replaces views with dbt's prod SQL), then dbt itself
 /// rebuilds the tables in prod with `--defer --state` on the audit manifest
@@ -1382,18 +1404,8 @@ async fn publish_wap(
     r.published = changes.len() as i64;
     let prod_locations: Vec<String> = locations.iter().map(|(p, _)| p.clone()).collect();
     let (grants, grant_check) = crate::grants::before_publish(&**wh, &changes, &prod_locations, None).await?;
-    let mut plan = publish::plan(strategy, d, r, &changes, locations, None, &grants)?;
-    for step in plan.steps.iter_mut().filter(|s| s.action == "rebuild") {
-        // keep the regrants that follow the CREATE; the CREATE is dbt's
-        step.sql.remove(0);
-    }
+    let mut plan = wap_plan(strategy, d, r, &changes, locations, &grants)?;
     plan.grant_check = grant_check;
-    if !rebuilt.is_empty() {
-        // the release stays `publishing` until dbt has rebuilt and they are
-        // verified: killed meanwhile, `airlock recover` puts prod back
-        let tables: Vec<String> = rebuilt.iter().map(|t| d.relation(&t.prod.schema, &t.prod.identifier)).collect();
-        plan.push_external(tables.join(", "), "dbt-rebuild");
-    }
     if let Err(e) = ledger::journal::publish(&**wh, r, &plan, cfg.publish_concurrency).await {
         if r.status != "publishing" {
             r.backup_schema = None;
@@ -1562,6 +1574,56 @@ mod tests {
         let out = changes(&strategy, Dialect::DuckDb, &twins, &manifest, &built, &Catalog::default()).unwrap();
         let names: Vec<&str> = out.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["d_base", "c_mid", "a_top"]);
+    }
+
+    #[test]
+    fn wap_grants_prods_privileges_again_after_dbt_has_rebuilt_the_table() {
+        // dbt's `create or replace` drops what the old table granted: the
+        // GRANTs must come after dbt's run, not before it
+        let d = Dialect::Snowflake;
+        let strategy = crate::strategy::Registry::load(None).unwrap().get("wap").unwrap().clone();
+        let release = Release {
+            id: 7,
+            project: "p".into(),
+            target: "prod".into(),
+            strategy: "wap".into(),
+            selection: String::new(),
+            started_at: String::new(),
+            finished_at: None,
+            status: "running".into(),
+            built: 0,
+            tests: 0,
+            failed: 0,
+            warned: 0,
+            published: 1,
+            git_commit: None,
+            backup_schema: Some(publish::backup_schema(d, 7)),
+            restores: None,
+            mixed_ms: None,
+        };
+        let prev = crate::warehouse::CatalogEntry { schema: "MARTS".into(), name: "ORDERS".into(), kind: crate::warehouse::ObjectKind::Table, view_ddl: None, rows: None };
+        let changes = vec![Change { schema: "MARTS".into(), name: "ORDERS".into(), desired: Desired::Rebuild { select: String::new() }, prev: Some(prev) }];
+        let grant = crate::grants::Grant {
+            schema: "MARTS".into(),
+            name: Some("ORDERS".into()),
+            privilege: "SELECT".into(),
+            granted_to: "ROLE".into(),
+            grantee: "REPORTER".into(),
+            grant_option: false,
+        };
+        let grants: publish::Grants = [grant].into_iter().collect();
+        let locations = vec![("MARTS".to_string(), "MARTS__AUDIT".to_string())];
+        let plan = wap_plan(&strategy, d, &release, &changes, &locations, &grants).unwrap();
+        let last = plan.steps.last().unwrap();
+        assert!(last.external, "dbt's rebuild is the last step");
+        assert_eq!(last.action, "dbt-rebuild");
+        assert!(last.sql.iter().any(|s| s.starts_with("GRANT SELECT ON TABLE") && s.contains("REPORTER")), "{:?}", last.sql);
+        let rebuild = plan.steps.iter().find(|s| s.action == "rebuild").unwrap();
+        assert!(rebuild.sql.is_empty(), "the rebuild is dbt's; airlock grants nothing before it: {:?}", rebuild.sql);
+        let before: Vec<&String> = plan.steps[..plan.steps.len() - 1].iter().flat_map(|s| &s.sql).collect();
+        let on_prod = r#"ON TABLE "MARTS"."ORDERS" TO"#;
+        assert!(last.sql.iter().any(|s| s.contains(on_prod)), "{:?}", last.sql);
+        assert!(!before.iter().any(|s| s.contains(on_prod)), "granted on the table dbt is about to replace: {before:?}");
     }
 
     #[test]

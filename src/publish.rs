@@ -129,13 +129,15 @@ pub struct Plan {
 
 impl Plan {
     /// End the plan with a step another program does (dbt rebuilding the
-    /// prod tables): after every other step, nothing for airlock to run or
-    /// undo there (the steps before it keep the backups that restore prod).
-    /// [`crate::ledger::journal::publish`] stops before it.
-    pub fn push_external(&mut self, object: String, action: &str) {
+    /// prod tables), after every other step; nothing for airlock to undo
+    /// there (the steps before it keep the backups that restore prod).
+    /// [`crate::ledger::journal::publish`] stops before it. `after_it`: what
+    /// airlock runs once the other program is done, before the step counts
+    /// as done (prod's privileges, granted again on the tables it re-created).
+    pub fn push_external(&mut self, object: String, action: &str, after_it: Vec<String>) {
         // a plan whose steps name no dependencies runs in order already
         let after = if self.steps.iter().all(|s| s.after.is_empty()) { vec![] } else { (0..self.steps.len()).collect() };
-        self.steps.push(Step { after, external: true, ..Step::new(object, action, vec![], Some(vec![]), true) });
+        self.steps.push(Step { after, external: true, ..Step::new(object, action, after_it, Some(vec![]), true) });
     }
 
     /// Every statement in order, as a transactional warehouse runs them

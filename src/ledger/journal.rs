@@ -161,15 +161,11 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, con
             // the last step closes the release: ledger rows, all in one DML transaction
             let close = async {
                 crate::failpoint::before_publish_statement(n + 1)?;
-                let mut closing = release.clone();
-                closing.status = "published".into();
-                closing.mixed_ms = Some(match (first, last) {
+                let mixed_ms = match (first, last) {
                     (Some(f), Some(l)) => l - f,
                     _ => 0,
-                });
-                let mut stmts: Vec<String> = plan.objects.iter().cloned().collect();
-                stmts.push(finish_statement(d, &closing));
-                stmts.push(mark(d, id, None, "done"));
+                };
+                let (closing, stmts) = closing_batch(d, release, plan, mixed_ms);
                 wh.execute_atomic(&stmts).await?;
                 anyhow::Ok(closing)
             };
@@ -206,28 +202,40 @@ pub async fn publish(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, con
     }
 }
 
-/// The publish [`publish`] left open is finished: its external step (the
-/// last) is done. Records that, checks the privileges on prod, and closes the
-/// release as published, `mixed_ms` being how long prod was part old, part
-/// new. On error the release stays `publishing` (`airlock recover`).
+/// The publish [`publish`] left open is finished: the other program has done
+/// its external step (the last). Runs what that step holds for airlock (the
+/// regrants on what the program re-created), records it done, checks the
+/// privileges on prod, and closes the release as published, `mixed_ms`
+/// being how long prod was part old, part new. On error the release stays
+/// `publishing` (`airlock recover`).
 pub async fn close_external(wh: &dyn Warehouse, release: &mut Release, plan: &Plan, mixed_ms: i64) -> Result<()> {
     let d = wh.dialect();
     let n = plan.steps.len();
-    if !plan.steps.last().is_some_and(|s| s.external) {
+    let Some(step) = plan.steps.last().filter(|s| s.external) else {
         bail!("release {}: the publish has no step done outside airlock to close", release.id);
-    }
+    };
+    run_step(wh, &step.sql).await.with_context(|| format!("publish step {n} ({} {}), once done outside airlock: run `airlock recover`", step.action, step.object))?;
     wh.execute(&mark(d, release.id, Some(n), "done")).await.with_context(|| format!("recording publish step {n} as done: run `airlock recover`"))?;
     verify_grants(wh, release, plan).await?;
     crate::failpoint::before_publish_statement(n + 1)?;
-    let mut closing = release.clone();
-    closing.status = "published".into();
-    closing.mixed_ms = Some(mixed_ms);
-    let mut stmts: Vec<String> = plan.objects.iter().cloned().collect();
-    stmts.push(finish_statement(d, &closing));
-    stmts.push(mark(d, release.id, None, "done"));
+    let (closed, stmts) = closing_batch(d, release, plan, mixed_ms);
     wh.execute_atomic(&stmts).await.context("closing the release in the ledger: run `airlock recover`")?;
-    *release = closing;
+    *release = closed;
     Ok(())
+}
+
+/// The batch that closes a journaled publish, one DML transaction: the
+/// release's objects, its row as published (`mixed_ms`: how long prod was
+/// part old, part new), every step of its journal done. Returns the release
+/// as that batch records it.
+fn closing_batch(d: Dialect, release: &Release, plan: &Plan, mixed_ms: i64) -> (Release, Vec<String>) {
+    let mut closed = release.clone();
+    closed.status = "published".into();
+    closed.mixed_ms = Some(mixed_ms);
+    let mut stmts: Vec<String> = plan.objects.iter().cloned().collect();
+    stmts.push(finish_statement(d, &closed));
+    stmts.push(mark(d, release.id, None, "done"));
+    (closed, stmts)
 }
 
 /// The external step of a publish [`publish`] left open failed: undo every
