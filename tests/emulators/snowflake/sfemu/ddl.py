@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import Catalog, Relation, q, remove_database_files, swap_files, transaction
+from .catalog import Catalog, Relation, attach_retrying, q, remove_database_files, swap_files, transaction
 from .context import Context, PassThrough, Result, status
 from .errors import SnowflakeError
 from .sql import Parser, display_name
@@ -324,7 +324,9 @@ def create_database_clone(ctx: Context, p: Parser) -> Result:
         raise SnowflakeError.unsupported("CREATE OR REPLACE DATABASE x CLONE x")
     if replaced:
         _drop_database(ctx, cat, dst)
-    ctx.fakesnow(f"CREATE DATABASE {q(dst)}")  # fakesnow attaches the file and adds its own objects
+    # fakesnow attaches the file and adds its own objects; the file of the
+    # database just replaced may still be open for a moment
+    attach_retrying(lambda: ctx.fakesnow(f"CREATE DATABASE {q(dst)}"), dst)
     pairs: list[tuple[tuple[str, str, str], tuple[str, str, str]]] = []
     with transaction(cur):
         for schema in cat.schemas(src):
