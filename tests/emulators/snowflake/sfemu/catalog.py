@@ -236,25 +236,6 @@ class Catalog:
         literal = "'" + path.replace("'", "''") + "'"
         attach_retrying(lambda: self.cur.execute(f"ATTACH DATABASE {literal} AS {quote_ident(db)}"), db)
 
-
-def attach_retrying(attach, db: str) -> None:
-    """Run attach(), which attaches the file of database db just detached (a
-    swap, a rename, a CREATE OR REPLACE). DuckDB closes a detached file only
-    once nothing refers to it any more: a result another session has not yet
-    released keeps it open for a moment, and attaching it again fails with
-    "Unique file handle conflict". Such results are released by the garbage
-    collector; try again after it, for up to about two seconds."""
-    for attempt in range(40):
-        try:
-            attach()
-            return
-        except Exception as e:  # duckdb.Error, or fakesnow's wrapping of it
-            if "Unique file handle conflict" not in str(e) or attempt == 39:
-                raise
-            logging.getLogger(__name__).info("attach %s: the detached file is still open; retrying", db)
-            gc.collect()
-            time.sleep(0.05)
-
     def refresh_fakesnow_objects(self, db: str) -> None:
         """fakesnow's per-database information_schema views and macros embed the
         database's name; rebuild them after a database changed its name."""
@@ -285,3 +266,22 @@ def swap_files(a: str, b: str) -> None:
             pb_.rename(pa_)
         if Path(tmp + suffix).exists():
             Path(tmp + suffix).rename(pb_)
+
+
+def attach_retrying(attach, db: str) -> None:
+    """Run attach(), which attaches the file of database db just detached (a
+    swap, a rename, a CREATE OR REPLACE). DuckDB closes a detached file only
+    once nothing refers to it any more: a result another session has not yet
+    released keeps it open for a moment, and attaching it again fails with
+    "Unique file handle conflict". Such results are released by the garbage
+    collector; try again after it, for up to about two seconds."""
+    for attempt in range(40):
+        try:
+            attach()
+            return
+        except Exception as e:  # duckdb.Error, or fakesnow's wrapping of it
+            if "Unique file handle conflict" not in str(e) or attempt == 39:
+                raise
+            logging.getLogger(__name__).info("attach %s: the detached file is still open; retrying", db)
+            gc.collect()
+            time.sleep(0.05)
