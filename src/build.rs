@@ -52,6 +52,8 @@ impl Catalog {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: NodeId,
+    /// the node's position in the project ([`Project::at`](crate::project::Project::at))
+    pub at: usize,
     pub statements: Vec<String>,
     /// tests: (test id, failing-rows SQL, how the count becomes a verdict);
     /// several tests of one node run as one query
@@ -125,6 +127,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     // exist there. A model that cannot is an error; a test that cannot is left
     // out with a warning (it tests a relation this run neither builds nor has)
     let mut unrunnable: BTreeMap<NodeId, String> = BTreeMap::new();
+    let mut refused = vec![false; n];
     // what each selected relation and test reads, in id order
     let mut upstream: Vec<Option<Vec<usize>>> = vec![None; n];
     for id in selected.iter() {
@@ -149,6 +152,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
                         layout.dialect.relation(&schema, &layout.ident(up))
                     );
                     unrunnable.insert(id.clone(), why);
+                    refused[at(id)] = true;
                     break;
                 }
                 anyhow::bail!(
@@ -169,7 +173,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     for (k, &i) in order.iter().enumerate() {
         topo[i] = k;
     }
-    let is_step: Vec<bool> = (0..n).map(|i| upstream[i].is_some() && !unrunnable.contains_key(&project.at(i).id)).collect();
+    let is_step: Vec<bool> = (0..n).map(|i| upstream[i].is_some() && !refused[i]).collect();
     // tests by the node they are attached to, in id order
     let mut tests_of: Vec<Vec<usize>> = vec![Vec::new(); n];
     for i in (0..n).filter(|&i| is_step[i]) {
@@ -213,9 +217,10 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     }
     let lead = fused_tests(project, &planned);
     // every step's SQL, rendered across cores; the first error in build order is the one reported
-    let rendered = crate::par::map(&planned, |(i, _)| render_step(input, &place, &project.at(*i).id));
+    let rendered = crate::par::map(&planned, |(i, _)| render_step(input, &place, project.at(*i)));
     let mut steps: Vec<Step> = Vec::with_capacity(planned.len());
-    let mut waits: Vec<Vec<usize>> = Vec::with_capacity(planned.len());
+    // (the step's node, what it waits for), by position
+    let mut waits: Vec<(usize, Vec<usize>)> = Vec::with_capacity(planned.len());
     let mut step_at = vec![usize::MAX; n];
     for ((i, deps), sql) in planned.into_iter().zip(rendered) {
         let RenderedStep { statements, group, incremental, seed } = sql?;
@@ -223,15 +228,14 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             // a test joining its group: the group waits for what it waits for
             let k = step_at[lead[i]];
             steps[k].group.extend(group);
-            waits[k].extend(deps);
+            waits[k].1.extend(deps);
             continue;
         }
         step_at[i] = steps.len();
-        steps.push(Step { id: project.at(i).id.clone(), statements, group, deps: vec![], incremental, refused: None, seed });
-        waits.push(deps);
+        steps.push(Step { id: project.at(i).id.clone(), at: i, statements, group, deps: vec![], incremental, refused: None, seed });
+        waits.push((i, deps));
     }
-    for (step, mut deps) in steps.iter_mut().zip(waits) {
-        let me = at(&step.id);
+    for (step, (me, mut deps)) in steps.iter_mut().zip(waits) {
         for d in &mut deps {
             if lead[*d] != usize::MAX {
                 *d = lead[*d];
@@ -244,7 +248,8 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     }
     for (id, why) in unrunnable {
         let thresholds = gate::Thresholds::of(project.node(&id));
-        steps.push(Step { id: id.clone(), statements: vec![], group: vec![(id, String::new(), thresholds)], deps: vec![], incremental: false, refused: Some(why), seed: None });
+        let at = at(&id);
+        steps.push(Step { id: id.clone(), at, statements: vec![], group: vec![(id, String::new(), thresholds)], deps: vec![], incremental: false, refused: Some(why), seed: None });
     }
     Ok(steps)
 }
@@ -258,11 +263,11 @@ struct RenderedStep {
     seed: Option<(usize, crate::warehouse::SeedLoad)>,
 }
 
-fn render_step(input: &BuildInput, place: &crate::render::Placement, id: &NodeId) -> Result<RenderedStep> {
+fn render_step(input: &BuildInput, place: &crate::render::Placement, node: &crate::project::Node) -> Result<RenderedStep> {
     let BuildInput { compiler, staged, prod, full_refresh, .. } = input;
-    let (project, layout) = (compiler.project, compiler.layout);
+    let layout = compiler.layout;
     let dialect = layout.dialect;
-    let node = project.node(id);
+    let id = &node.id;
     let mut out = RenderedStep::default();
     match node.kind {
         NodeKind::Seed => {

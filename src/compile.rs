@@ -35,7 +35,10 @@ pub struct Layout {
 /// Each relation node's prod relation and, for what is built, its audit
 /// twin: computed on first use, then shared by every placement.
 #[derive(Clone, Default)]
-pub struct RelationCache(Arc<OnceLock<Arc<HashMap<NodeId, (Relation, Option<Relation>)>>>>);
+pub struct RelationCache(Arc<OnceLock<Arc<Relations>>>);
+
+/// By node id: its position in the project, its prod relation, its audit twin.
+type Relations = HashMap<NodeId, (usize, Relation, Option<Relation>), foldhash::fast::RandomState>;
 
 impl std::fmt::Debug for RelationCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,22 +171,23 @@ impl Layout {
     /// location, other relations to prod, ephemeral models to their CTE.
     pub fn placement(&self, project: &Project, in_audit: &BTreeSet<NodeId>) -> Placement {
         let table = self.relations(project);
-        let in_audit: std::collections::HashSet<NodeId> = in_audit.iter().filter(|id| matches!(table.get(*id), Some((_, Some(_))))).cloned().collect();
+        // by position: one hash lookup per ref rendered
+        let in_audit = project.mask(in_audit.iter());
         Arc::new(move |id: &str| match table.get(id) {
-            Some((_, Some(audit))) if in_audit.contains(id) => audit.clone(),
-            Some((rel, _)) => rel.clone(),
+            Some((i, _, Some(audit))) if in_audit[*i] => audit.clone(),
+            Some((_, rel, _)) => rel.clone(),
             None => Relation { database: None, schema: String::new(), identifier: id.into(), rendered: id.into() },
         })
     }
 
     /// Every relation node's prod relation (sources: their table; ephemeral
     /// models: their CTE) and, for models and seeds, the audit one.
-    fn relations(&self, project: &Project) -> Arc<HashMap<NodeId, (Relation, Option<Relation>)>> {
+    fn relations(&self, project: &Project) -> Arc<Relations> {
         self.relations
             .0
             .get_or_init(|| {
-                let mut map = HashMap::with_capacity(project.nodes.len());
-                for node in project.nodes.values() {
+                let mut map = Relations::with_capacity_and_hasher(project.nodes.len(), Default::default());
+                for (i, node) in project.nodes.values().enumerate() {
                     let rels = match node.kind {
                         NodeKind::Source => (self.source_relation(node), None),
                         NodeKind::Model if node.materialization == Materialization::Ephemeral => {
@@ -192,7 +196,7 @@ impl Layout {
                         NodeKind::Model | NodeKind::Seed => (self.prod_relation(node), Some(self.audit_relation(node))),
                         NodeKind::Test => continue,
                     };
-                    map.insert(node.id.clone(), rels);
+                    map.insert(node.id.clone(), (i, rels.0, rels.1));
                 }
                 Arc::new(map)
             })

@@ -13,16 +13,19 @@ use crate::project::{NodeId, NodeKind, Project};
 
 pub struct Dag {
     graph: DiGraph<NodeId, ()>,
-    index: HashMap<NodeId, NodeIndex>,
+    index: HashMap<NodeId, NodeIndex, foldhash::fast::RandomState>,
     /// parents before children, ties by depth then id: computed once
     order: Vec<NodeId>,
+    /// the same as positions in the project (nodes are added in project
+    /// order, so a node's index is its position)
+    order_at: Vec<usize>,
 }
 
 impl Dag {
     /// Edges run from a node to the nodes that depend on it.
     pub fn new(project: &Project) -> Result<Dag> {
         let mut graph = DiGraph::with_capacity(project.nodes.len(), project.nodes.len() * 2);
-        let mut index = HashMap::with_capacity(project.nodes.len());
+        let mut index = HashMap::with_capacity_and_hasher(project.nodes.len(), Default::default());
         for id in project.nodes.keys() {
             index.insert(id.clone(), graph.add_node(id.clone()));
         }
@@ -33,7 +36,7 @@ impl Dag {
                 }
             }
         }
-        let mut dag = Dag { graph, index, order: Vec::new() };
+        let mut dag = Dag { graph, index, order: Vec::new(), order_at: Vec::new() };
         if let Some(cycle) = dag.find_cycle() {
             let described: Vec<String> = cycle
                 .iter()
@@ -44,7 +47,8 @@ impl Dag {
                 .collect();
             bail!("dependency cycle: {}", described.join(" -> "));
         }
-        dag.order = dag.stable_topo_order();
+        dag.order_at = dag.stable_topo_order();
+        dag.order = dag.order_at.iter().map(|&i| dag.graph[NodeIndex::new(i)].clone()).collect();
         Ok(dag)
     }
 
@@ -95,7 +99,12 @@ impl Dag {
         &self.order
     }
 
-    fn stable_topo_order(&self) -> Vec<NodeId> {
+    /// [`Dag::topo_order`] as positions in the project ([`Project::at`]).
+    pub fn topo_positions(&self) -> &[usize] {
+        &self.order_at
+    }
+
+    fn stable_topo_order(&self) -> Vec<usize> {
         let order = toposort(&self.graph, None).expect("cycles are rejected in Dag::new");
         // toposort's order among independent nodes depends on insertion; make it stable
         let mut depth = vec![0usize; self.graph.node_count()];
@@ -105,7 +114,7 @@ impl Dag {
         // nodes were added in id order, so their indices sort as their ids do
         let mut ids: Vec<(usize, NodeIndex)> = order.iter().map(|i| (depth[i.index()], *i)).collect();
         ids.sort_unstable();
-        ids.into_iter().map(|(_, i)| self.graph[i].clone()).collect()
+        ids.into_iter().map(|(_, i)| i.index()).collect()
     }
 
     pub fn parents(&self, id: &str) -> Vec<NodeId> {

@@ -96,21 +96,23 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
     strategy.check_support(d)?;
     let scope: Scope = (strategy.steps.build, mirror_tag(session, strategy));
     let selected = plans.selection(&scope, || scoped_selection(session, strategy))?;
-    let order = session.dag.topo_order();
-    let relations: Vec<&NodeId> = order.iter().filter(|id| selected.contains(*id) && project.node(id).is_relation()).collect();
+    // by position in the project: every loop below visits all of its nodes
+    let in_selection = project.mask(selected.iter());
+    let order = session.dag.topo_positions();
+    let relations: Vec<usize> = order.iter().copied().filter(|&i| in_selection[i] && project.at(i).is_relation()).collect();
 
     // staging: the audit location starts as a copy of prod's tables
     let mut staged = BTreeSet::new();
     if strategy.steps.stage == Stage::CloneProd {
-        for node in project.relations() {
-            let rebuilt_fresh = selected.contains(&node.id) && node.materialization != Materialization::Incremental;
+        for (i, node) in project.nodes.values().enumerate().filter(|(_, n)| n.is_relation()) {
+            let rebuilt_fresh = in_selection[i] && node.materialization != Materialization::Incremental;
             let refresh = crate::project::Project::full_refresh(node, session.cfg.full_refresh);
             if !rebuilt_fresh && node.materialization != Materialization::View && prod.is_table(&layout.prod_schema(node), &layout.ident(node)) && !refresh {
                 staged.insert(node.id.clone());
             }
         }
     }
-    let mut schemas: BTreeSet<String> = relations.iter().map(|id| layout.prod_schema(project.node(id))).collect();
+    let mut schemas: BTreeSet<String> = relations.iter().map(|&i| layout.prod_schema(project.at(i))).collect();
     schemas.extend(staged.iter().map(|id| layout.prod_schema(project.node(id))));
     let locations: Vec<(String, String)> = schemas.iter().map(|s| (s.clone(), layout.audit_schema(s))).collect();
 
@@ -143,8 +145,7 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
         _ => rows_copied = None,
     };
     if !location_clone {
-        for id in order.iter().filter(|id| staged.contains(*id)) {
-            let node = project.node(id);
+        for node in order.iter().map(|&i| project.at(i)).filter(|n| staged.contains(&n.id)) {
             let (source, target) = (layout.prod_relation(node).rendered, layout.audit_relation(node).rendered);
             prep.push(strategy.render(d, "clone_table", &[("source", &source), ("target", &target)])?);
             count_rows(&layout.prod_schema(node), &layout.ident(node));
@@ -156,34 +157,50 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
     let steps = plans.steps(&scope, &staged, || build::plan_steps(&input)).map_err(|e| mirror_hint(e, session, strategy))?;
 
     // what publish will make of prod
-    let publish_set: BTreeSet<NodeId> = match strategy.steps.publish {
+    // what the strategy publishes, by position
+    let publish_set: Vec<bool> = match strategy.steps.publish {
         Publish::Rebuild => {
             let spec = session.cfg.publish_select.clone().or_else(|| strategy.param_str("publish_select")).unwrap_or_else(|| "tag:mart".into());
             let chosen = session.dag.select(project, std::slice::from_ref(&spec), &[]).with_context(|| format!("--publish-select / publish_select '{spec}'"))?;
-            chosen.into_iter().filter(|id| selected.contains(id) && project.node(id).is_relation()).collect()
+            let mut set = project.mask(chosen.iter());
+            for (i, chosen) in set.iter_mut().enumerate() {
+                *chosen &= in_selection[i] && project.at(i).is_relation();
+            }
+            set
         }
         Publish::CloneTagged => {
             let tags = strategy.param_list("tags");
-            relations.iter().filter(|id| project.node(id).config.tags.iter().any(|t| tags.contains(t))).map(|id| (*id).clone()).collect()
+            let mut set = vec![false; project.nodes.len()];
+            for &i in relations.iter().filter(|&&i| project.at(i).config.tags.iter().any(|t| tags.contains(t))) {
+                set[i] = true;
+            }
+            set
         }
-        Publish::Swap | Publish::CloneBack | Publish::Replace => relations.iter().map(|id| (*id).clone()).collect(),
+        Publish::Swap | Publish::CloneBack | Publish::Replace => {
+            let mut set = vec![false; project.nodes.len()];
+            for &i in &relations {
+                set[i] = true;
+            }
+            set
+        }
     };
     let unbuilt_tagged: Vec<String> = match strategy.steps.publish {
         Publish::CloneTagged => {
             let tags = strategy.param_list("tags");
-            project.relations().filter(|n| !selected.contains(&n.id) && n.config.tags.iter().any(|t| tags.contains(t))).map(|n| n.name.clone()).collect()
+            let nodes = project.nodes.values().enumerate();
+            nodes.filter(|(i, n)| n.is_relation() && !in_selection[*i] && n.config.tags.iter().any(|t| tags.contains(t))).map(|(_, n)| n.name.clone()).collect()
         }
         _ => vec![],
     };
     let place_prod = layout.placement(project, &BTreeSet::new());
     // wap: rebuilt tables read the audited relations of everything not rebuilt
     let place_rebuild = (strategy.steps.publish == Publish::Rebuild).then(|| {
-        let not_rebuilt: BTreeSet<NodeId> = selected.iter().filter(|id| !publish_set.contains(*id)).cloned().collect();
+        let not_rebuilt: BTreeSet<NodeId> = selected.iter().filter(|id| project.position(id).is_some_and(|i| !publish_set[i])).cloned().collect();
         layout.placement(project, &not_rebuilt)
     });
     let mut changes = Vec::new();
-    for id in order.iter().filter(|id| publish_set.contains(*id)) {
-        let node = project.node(id);
+    for node in order.iter().filter(|&&i| publish_set[i]).map(|&i| project.at(i)) {
+        let id = &node.id;
         let schema = layout.prod_schema(node);
         let prev = prod.get(&schema, &layout.ident(node)).cloned();
         let desired = match node.materialization {
@@ -213,20 +230,23 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
     let run_hook = |h: &String| compiler.hook_sql("dbt_project.yml (on-run hook)", h, no_place.as_ref().expect("placed where there are hooks"), None);
     let on_run_start = project.on_run_start.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
     let on_run_end = project.on_run_end.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
-    let left_out = left_out(session, strategy, &selected);
+    let left_out = left_out(session, strategy, &in_selection);
     Ok(Prepared { strategy, selected, staged, locations, prep, steps, changes, unbuilt_tagged, rows_copied, on_run_start, on_run_end, left_out })
 }
 
 /// What of the project this run does not build, and why: the raw mirror
 /// (built only by the mirror strategy), everything else under the mirror
-/// strategy, nodes outside the selection, disabled models.
-fn left_out(session: &Session, strategy: &Strategy, built: &BTreeSet<NodeId>) -> Vec<(String, String)> {
+/// strategy, nodes outside the selection, disabled models. `built`: by
+/// position in the project.
+fn left_out(session: &Session, strategy: &Strategy, built: &[bool]) -> Vec<(String, String)> {
     let project = session.project();
     let tag = mirror_tag(session, strategy);
     let mut out: Vec<(String, String)> = project
-        .relations()
-        .filter(|n| !built.contains(&n.id))
-        .map(|n| {
+        .nodes
+        .values()
+        .enumerate()
+        .filter(|(i, n)| n.is_relation() && !built[*i])
+        .map(|(_, n)| {
             let why = if !session.selected.contains(&n.id) {
                 "not selected (read from prod)".to_string()
             } else if strategy.steps.build == BuildScope::Mirror {

@@ -106,6 +106,21 @@ pub struct Strategy {
     /// a project strategy that replaces the built-in of the same name
     #[serde(skip)]
     pub shadows_built_in: bool,
+    /// `sql`, compiled at the first render
+    #[serde(skip)]
+    compiled: Compiled,
+}
+
+/// A strategy's templates compiled once (a plan of 15,000 models renders
+/// them about 100,000 times), shared by its clones. The templates never
+/// change once parsed.
+#[derive(Clone, Default)]
+struct Compiled(std::sync::Arc<std::sync::OnceLock<minijinja::Environment<'static>>>);
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "compiled" } else { "not compiled yet" })
+    }
 }
 
 /// SQL template names the primitives use, and what they mean.
@@ -263,9 +278,22 @@ impl Strategy {
         let body = self
             .template(dialect, name)
             .ok_or_else(|| anyhow!("strategy '{}' ({}) has no [sql.{}] {name} template", self.name, self.origin, dialect.name()))?;
-        let env = strict_env();
+        let env = self.compiled.0.get_or_init(|| {
+            let mut env = strict_env();
+            for (dialect, templates) in &self.sql {
+                for (name, body) in templates {
+                    // parse() compiled each once already: this cannot fail
+                    let _ = env.add_template_owned(format!("{dialect}/{name}"), body.clone());
+                }
+            }
+            env
+        });
         let ctx: BTreeMap<&str, &str> = vars.iter().copied().collect();
-        env.render_str(body, ctx).with_context(|| format!("strategy '{}': rendering [sql.{}] {name}", self.name, dialect.name()))
+        let rendered = match env.get_template(&format!("{}/{name}", dialect.name())) {
+            Ok(template) => template.render(ctx),
+            Err(_) => env.render_str(body, ctx),
+        };
+        rendered.with_context(|| format!("strategy '{}': rendering [sql.{}] {name}", self.name, dialect.name()))
     }
 }
 

@@ -311,7 +311,7 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
     let mut tests = 0;
     let mut not_run = Vec::new();
     for step in p.steps.iter() {
-        let node = project.node(&step.id);
+        let node = project.at(step.at);
         if let Some(why) = &step.refused {
             not_run.push(format!("test {}: {why}", node.name));
             tests += 1;

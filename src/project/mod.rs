@@ -180,7 +180,8 @@ pub struct Project {
     pub vars: BTreeMap<String, serde_json::Value>,
     /// every node, in id order (loaded sorted); looked up by hash, as
     /// planning does hundreds of thousands of times on a large project
-    pub nodes: indexmap::IndexMap<NodeId, Node>,
+    /// (foldhash: ids come from the user's own files, not an adversary)
+    pub nodes: indexmap::IndexMap<NodeId, Node, foldhash::fast::RandomState>,
     pub macros: Vec<MacroFile>,
     /// `on-run-start` / `on-run-end` of dbt_project.yml
     pub on_run_start: Vec<String>,
@@ -216,6 +217,16 @@ impl Project {
     /// The node at `position` in `nodes`.
     pub fn at(&self, position: usize) -> &Node {
         &self.nodes[position]
+    }
+    /// `ids` as one flag per position in `nodes` (ids the project does not
+    /// hold are left out): a membership test without hashing or comparing
+    /// strings, for loops over every node.
+    pub fn mask<'a>(&self, ids: impl IntoIterator<Item = &'a NodeId>) -> Vec<bool> {
+        let mut mask = vec![false; self.nodes.len()];
+        for i in ids.into_iter().filter_map(|id| self.position(id)) {
+            mask[i] = true;
+        }
+        mask
     }
     pub fn relations(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values().filter(|n| n.is_relation())
