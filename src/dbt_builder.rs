@@ -1582,25 +1582,7 @@ mod tests {
         // GRANTs must come after dbt's run, not before it
         let d = Dialect::Snowflake;
         let strategy = crate::strategy::Registry::load(None).unwrap().get("wap").unwrap().clone();
-        let release = Release {
-            id: 7,
-            project: "p".into(),
-            target: "prod".into(),
-            strategy: "wap".into(),
-            selection: String::new(),
-            started_at: String::new(),
-            finished_at: None,
-            status: "running".into(),
-            built: 0,
-            tests: 0,
-            failed: 0,
-            warned: 0,
-            published: 1,
-            git_commit: None,
-            backup_schema: Some(publish::backup_schema(d, 7)),
-            restores: None,
-            mixed_ms: None,
-        };
+        let release = Release { id: 7, strategy: "wap".into(), status: "running".into(), published: 1, backup_schema: Some(publish::backup_schema(d, 7)), ..Default::default() };
         let prev = crate::warehouse::CatalogEntry { schema: "MARTS".into(), name: "ORDERS".into(), kind: crate::warehouse::ObjectKind::Table, view_ddl: None, rows: None };
         let changes = vec![Change { schema: "MARTS".into(), name: "ORDERS".into(), desired: Desired::Rebuild { select: String::new() }, prev: Some(prev) }];
         let grant = crate::grants::Grant {

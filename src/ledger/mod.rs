@@ -91,7 +91,7 @@ pub async fn exists(wh: &dyn Warehouse) -> Result<bool> {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Release {
     pub id: i64,
     pub project: String,
