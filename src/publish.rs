@@ -148,6 +148,11 @@ impl Plan {
         out.push(ledger::finish_statement(d, release));
         out
     }
+
+    /// How many [`Plan::statements`] there are, without copying them.
+    pub fn statement_count(&self) -> usize {
+        self.steps.iter().map(|s| s.sql.len()).sum::<usize>() + usize::from(self.objects.is_some()) + 1
+    }
 }
 
 /// Where a release keeps the prod objects it replaced.

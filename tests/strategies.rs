@@ -215,6 +215,21 @@ fn plan_all_compares_every_strategy() {
     let json = s.airlock(&fixture("shop"), &["plan", "--strategy", "all", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["strategies"].as_array().unwrap().len(), 5);
+    // the counts of the comparison (statements counted, not copied) are
+    // what --show-sql prints and the node list holds
+    let shown = s.airlock(&fixture("shop"), &["plan", "--strategy", "all", "--format", "json", "--show-sql"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    for (counted, listed) in v["strategies"].as_array().unwrap().iter().zip(shown["strategies"].as_array().unwrap()) {
+        let name = &counted["strategy"];
+        if counted["refused"].is_string() {
+            continue;
+        }
+        assert_eq!(counted["statements"].as_u64(), Some(listed["sql"].as_array().unwrap().len() as u64), "{name}");
+        assert_eq!(counted["objects_built"].as_u64(), Some(listed["nodes"].as_array().unwrap().len() as u64), "{name}");
+        assert!(counted["statements"].as_u64().unwrap() > 10, "{name}");
+    }
+    let table_counts: Vec<String> = v["strategies"].as_array().unwrap().iter().filter(|p| !p["refused"].is_string()).map(|p| format!("{}", p["statements"])).collect();
+    assert!(table_counts.iter().all(|n| run.stdout.contains(&format!(" {n} "))), "{table_counts:?} in {}", run.stdout);
 }
 
 #[test]

@@ -173,6 +173,9 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
     };
     // the statements themselves are kept only where they are shown or dry-run
     let keep_sql = show_sql || (warehouse_handle.is_some() && d == crate::warehouse::Dialect::BigQuery);
+    // the node list is shown for one strategy and in JSON; a comparison
+    // table shows counts only
+    let list_nodes = names.len() == 1 || session.cfg.format == Format::Json;
     let build_plans = BuildPlans::default();
     let strategies: Vec<&Strategy> = names.iter().map(|n| session.registry.get(n)).collect::<Result<_>>()?;
     // prepared side by side (the build they share is planned once)
@@ -206,7 +209,7 @@ pub async fn run(session: &Session, show_sql: bool, offline: bool) -> Result<Exi
         ready.push(Ok((prepared, grants)));
     }
     let planned = crate::par::map_each(&ready, |r| match r {
-        Ok((prepared, grants)) => plan_of(session, prepared, &prod, release_id, show_sql, keep_sql, grants).map(Some),
+        Ok((prepared, grants)) => plan_of(session, prepared, &prod, release_id, Shown { sql: show_sql, keep_sql, nodes: list_nodes }, grants).map(Some),
         Err(_) => Ok(None),
     });
     let mut plans = Vec::with_capacity(ready.len());
@@ -300,14 +303,26 @@ impl Statements {
     }
 }
 
-fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, show_sql: bool, keep_sql: bool, grants: &publish::Grants) -> Result<StrategyPlan> {
+/// What a plan keeps beyond its counts.
+#[derive(Clone, Copy)]
+struct Shown {
+    /// the statements are printed (`--show-sql`)
+    sql: bool,
+    /// the statements are kept: printed or dry-run
+    keep_sql: bool,
+    /// each built node is listed
+    nodes: bool,
+}
+
+fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, shown: Shown, grants: &publish::Grants) -> Result<StrategyPlan> {
     let d = session.layout.dialect;
     let project = session.project();
     let layout = &session.layout;
-    let mut sql = Statements { keep: keep_sql, sql: Vec::new(), count: 0 };
+    let mut sql = Statements { keep: shown.keep_sql, sql: Vec::new(), count: 0 };
     sql.extend(&p.prep);
     sql.extend(&p.on_run_start);
     let mut nodes = Vec::new();
+    let mut built = 0;
     let mut tests = 0;
     let mut not_run = Vec::new();
     for step in p.steps.iter() {
@@ -330,6 +345,10 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
                 tests += group.len();
                 continue;
             }
+        }
+        built += 1;
+        if !shown.nodes {
+            continue;
         }
         let action = match (node.materialization, step.incremental) {
             (_, true) => "incremental on a copy of prod",
@@ -378,11 +397,14 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
     } else if !atomic {
         publish_notes.push(format!("{} journaled steps, each committed on its own (`airlock recover` finishes or undoes an interrupted publish)", publish_plan.steps.len() + 1));
     }
-    let publish_sql = publish_plan.statements(d, &release);
     if atomic {
         sql.push(|| "BEGIN TRANSACTION".into());
     }
-    sql.extend(&publish_sql);
+    if sql.keep {
+        sql.extend(&publish_plan.statements(d, &release));
+    } else {
+        sql.count += publish_plan.statement_count();
+    }
     if atomic {
         sql.push(|| "COMMIT".into());
     }
@@ -390,7 +412,7 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
     Ok(StrategyPlan {
         strategy: p.strategy.name.clone(),
         refused: None,
-        objects_built: nodes.len(),
+        objects_built: built,
         tests,
         objects_published: p.changes.len(),
         statements,
@@ -406,7 +428,7 @@ fn plan_of(session: &Session, p: &Prepared, prod: &Catalog, release_id: i64, sho
         grants: grant_sql,
         publish_notes,
         bytes_estimate: None,
-        sql: show_sql.then(|| sql.clone()),
+        sql: shown.sql.then(|| sql.clone()),
         all_sql: sql,
     })
 }

@@ -342,8 +342,11 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         one_statement(&rendered, "dbt_project.yml (on-run-start/on-run-end)", "a hook is one statement; list several hooks instead")?;
     }
 
-    // generic tests become nodes
+    // generic tests become nodes: named in declaration order (a repeated
+    // name gets a suffix), built across cores, inserted in that order (the
+    // first error reported is the first in the files)
     let mut test_names: HashMap<String, usize> = HashMap::new();
+    let mut named = Vec::with_capacity(decls.len());
     for (owner_id, decl, rel) in decls {
         let Some(owner) = nodes.get(&owner_id) else { continue }; // on a disabled node
         let builtin = super::is_builtin_test(&decl.test);
@@ -363,23 +366,24 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
             continue;
         }
         let owner_name = owner.name.replace('.', "_");
-        let column = decl.column.clone().unwrap_or_default();
         let prefix = if owner.kind == NodeKind::Source { "source_" } else { "" };
-        let base = if column.is_empty() {
-            format!("{prefix}{}_{owner_name}", decl.test)
-        } else {
-            format!("{prefix}{}_{owner_name}_{}", decl.test, column.replace([' ', '"'], "_"))
+        let base = match decl.column.as_deref() {
+            None | Some("") => format!("{prefix}{}_{owner_name}", decl.test),
+            Some(column) => format!("{prefix}{}_{owner_name}_{}", decl.test, column.replace([' ', '"'], "_")),
         };
         let n = test_names.entry(base.clone()).or_insert(0);
         *n += 1;
         let test_name = if *n == 1 { base } else { format!("{base}_{n}") };
+        named.push((owner_id, decl, rel, test_name, builtin));
+    }
+    let built = crate::par::map(&named, |(owner_id, decl, rel, test_name, builtin)| -> Result<Node> {
         let mut depends_on = BTreeSet::from([owner_id.clone()]);
         let mut args = decl.args.clone();
         if decl.test == "relationships" {
             let to = args.get("to").and_then(Value::as_str).ok_or_else(|| anyhow!("{rel}: relationships test on {owner_id}: 'to' must be a string like ref('customers')"))?;
             let scope = RenderScope::new(names.clone(), placeholder.clone(), None, false);
             let expr = if to.contains("ref(") || to.contains("source(") { format!("{{{{ {to} }}}}") } else { format!("{{{{ ref('{to}') }}}}") };
-            renderer.render(&rel, &expr, &scope)?;
+            renderer.render(rel, &expr, &scope)?;
             let rec = scope.take();
             let target = rec.refs.into_iter().chain(rec.sources).next().ok_or_else(|| anyhow!("{rel}: relationships 'to: {to}' names no model or source"))?;
             args.insert("to_node".into(), Value::String(target.clone()));
@@ -389,9 +393,9 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         if !builtin {
             // a custom test renders once here: its arguments' refs are
             // dependencies, and config() in its definition is its default config
-            let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(&owner_id)), false);
+            let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(owner_id)), false);
             let call = crate::render::test_macro_call(&decl.test, decl.column.as_deref(), &args)?;
-            renderer.render(&rel, &call, &scope).with_context(|| format!("test '{}' on {owner_id}", decl.test))?;
+            renderer.render(rel, &call, &scope).with_context(|| format!("test '{}' on {owner_id}", decl.test))?;
             let rec = scope.take();
             depends_on.extend(rec.refs);
             depends_on.extend(rec.sources);
@@ -401,30 +405,31 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         }
         let fqn = vec![name.clone(), test_name.clone()];
         apply_tree(&file.tests, &fqn, &mut config, "dbt_project.yml")?;
-        if let Value::Object(cfg) = &values.tree(&decl.config, &rel)? {
+        if let Value::Object(cfg) = &values.tree(&decl.config, rel)? {
             for (k, v) in cfg {
-                apply_config(&mut config, k, v, &rel)?;
+                apply_config(&mut config, k, v, rel)?;
             }
         }
-        let id = format!("test.{name}.{test_name}");
-        nodes.insert(
-            id.clone(),
-            Node {
-                id,
-                kind: NodeKind::Test,
-                name: test_name,
-                path: PathBuf::from(&rel),
-                fqn,
-                config,
-                raw_sql: String::new(),
-                depends_on,
-                materialization: Materialization::View,
-                attached_to: Some(owner_id),
-                test: Some(TestKind::Generic { name: decl.test, column, args }),
-                source_relation: None,
-                seed_file: None,
-            },
-        );
+        Ok(Node {
+            id: format!("test.{name}.{test_name}"),
+            kind: NodeKind::Test,
+            name: test_name.clone(),
+            path: PathBuf::from(rel),
+            fqn,
+            config,
+            raw_sql: String::new(),
+            depends_on,
+            materialization: Materialization::View,
+            attached_to: Some(owner_id.clone()),
+            test: Some(TestKind::Generic { name: decl.test.clone(), column: decl.column.clone().unwrap_or_default(), args }),
+            source_relation: None,
+            seed_file: None,
+        })
+    });
+    drop(named);
+    for node in built {
+        let node = node?;
+        nodes.insert(node.id.clone(), node);
     }
 
     // singular tests
