@@ -22,7 +22,7 @@ pub struct DuckDb {
     search_dirs: Vec<PathBuf>,
     /// opened on first use, so the deploy lock is taken before DuckDB's own file lock
     base: Mutex<Option<Arc<Database>>>,
-    pool: Mutex<Vec<Arc<Connection>>>,
+    pool: Mutex<Vec<Worker>>,
     /// every connection handed out: `cancel` interrupts whatever runs
     interrupts: Mutex<Vec<std::sync::Weak<Connection>>>,
     cancelled: std::sync::atomic::AtomicBool,
@@ -115,9 +115,9 @@ impl DuckDb {
         !self.read_only || self.in_memory || self.path.exists()
     }
 
-    fn checkout(&self) -> Result<Arc<Connection>> {
-        if let Some(conn) = self.pool.lock().expect("pool poisoned").pop() {
-            return Ok(conn);
+    fn checkout(&self) -> Result<Worker> {
+        if let Some(worker) = self.pool.lock().expect("pool poisoned").pop() {
+            return Ok(worker);
         }
         if !self.exists() {
             anyhow::bail!("DuckDB file {} does not exist", self.path.display());
@@ -131,26 +131,28 @@ impl DuckDb {
         };
         let conn = Arc::new(self.connect(&db)?);
         self.interrupts.lock().expect("poisoned").push(Arc::downgrade(&conn));
-        Ok(conn)
+        Worker::start(conn)
     }
 
-    fn checkin(&self, conn: Arc<Connection>) {
+    fn checkin(&self, worker: Worker) {
         // a connection that may carry an interrupt is not reused
         if !self.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
-            self.pool.lock().expect("pool poisoned").push(conn);
+            self.pool.lock().expect("pool poisoned").push(worker);
         }
     }
 
-    /// Run blocking DuckDB work on the blocking pool with a pooled connection.
+    /// Run blocking DuckDB work on a pooled connection's own thread.
     async fn with_conn<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
-        let conn = self.checkout()?;
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let r = f(&conn);
-            (conn, r)
-        })
-        .await
-        .map_err(|e| anyhow!("DuckDB worker stopped: {e}"))?;
-        self.checkin(conn);
+        let (done, result) = tokio::sync::oneshot::channel();
+        let worker = self.checkout()?;
+        worker.run(Box::new(move |conn| {
+            let _ = done.send(f(conn));
+        }))?;
+        // dropped before the result arrives (the run was stopped): the
+        // statement finishes on its thread, which then ends
+        let in_flight = InFlight(Some(worker));
+        let result = result.await.map_err(|_| anyhow!("DuckDB worker stopped"))?;
+        self.checkin(in_flight.finish());
         result
     }
 
@@ -197,6 +199,67 @@ const CHECKPOINT_THRESHOLD: &str = "4GB";
 /// more than cores to work; this keeps the total at the cores, so one
 /// statement alone (`--threads 1`) still gets them all. A user's
 /// `SET threads = …` (an `on-run-start` hook) overrides it.
+/// A pooled connection and the one thread that runs its statements, as a
+/// hand-written runner keeps one thread per connection: DuckDB's per-thread
+/// state (allocator arenas, caches) stays with the connection, where
+/// tokio's blocking pool moved statements across as many threads as it had
+/// (the 500-model deploy ran its statements on four).
+struct Worker {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Job = Box<dyn FnOnce(&Connection) + Send>;
+
+impl Worker {
+    fn start(conn: Arc<Connection>) -> Result<Worker> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("airlock-duckdb".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&conn);
+                }
+            })
+            .context("cannot start a DuckDB connection thread")?;
+        Ok(Worker { jobs: Some(jobs), thread: Some(thread) })
+    }
+
+    fn run(&self, job: Job) -> Result<()> {
+        let jobs = self.jobs.as_ref().expect("a worker has its queue until dropped");
+        jobs.send(job).map_err(|_| anyhow!("DuckDB worker stopped"))
+    }
+}
+
+impl Drop for Worker {
+    /// An idle worker ends at once and its connection closes before this
+    /// returns (closing the database file needs every connection gone).
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A worker running a job for a future that may be dropped first: then it
+/// is let go without waiting (its thread ends after the job).
+struct InFlight(Option<Worker>);
+
+impl InFlight {
+    fn finish(mut self) -> Worker {
+        self.0.take().expect("in flight until finished")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(mut worker) = self.0.take() {
+            worker.thread = None; // detached
+        }
+    }
+}
+
 fn engine_threads(at_once: usize) -> usize {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     (cores + 1).saturating_sub(at_once.max(1)).max(1)
