@@ -37,12 +37,23 @@ pub struct Layout {
 #[derive(Clone, Default)]
 pub struct RelationCache(Arc<OnceLock<Arc<Relations>>>);
 
-/// By node id: its position in the project, its prod relation, its audit twin.
-type Relations = HashMap<NodeId, (usize, Relation, Option<Relation>), foldhash::fast::RandomState>;
+/// By node id: its position in the project, its prod relation, its audit
+/// twin. Relation nodes only (tests are most of a project's nodes): an index
+/// of ids into a dense list.
+struct Relations {
+    slot: HashMap<NodeId, u32, foldhash::fast::RandomState>,
+    rels: Vec<(usize, Relation, Option<Relation>)>,
+}
+
+impl Relations {
+    fn get(&self, id: &str) -> Option<&(usize, Relation, Option<Relation>)> {
+        self.slot.get(id).map(|&i| &self.rels[i as usize])
+    }
+}
 
 impl std::fmt::Debug for RelationCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RelationCache({} nodes)", self.0.get().map_or(0, |m| m.len()))
+        write!(f, "RelationCache({} nodes)", self.0.get().map_or(0, |m| m.rels.len()))
     }
 }
 
@@ -186,7 +197,8 @@ impl Layout {
         self.relations
             .0
             .get_or_init(|| {
-                let mut map = Relations::with_capacity_and_hasher(project.nodes.len(), Default::default());
+                let n = project.nodes.values().filter(|n| n.kind != NodeKind::Test).count();
+                let mut map = Relations { slot: HashMap::with_capacity_and_hasher(n, Default::default()), rels: Vec::with_capacity(n) };
                 for (i, node) in project.nodes.values().enumerate() {
                     let rels = match node.kind {
                         NodeKind::Source => (self.source_relation(node), None),
@@ -196,7 +208,8 @@ impl Layout {
                         NodeKind::Model | NodeKind::Seed => (self.prod_relation(node), Some(self.audit_relation(node))),
                         NodeKind::Test => continue,
                     };
-                    map.insert(node.id.clone(), (i, rels.0, rels.1));
+                    map.slot.insert(node.id.clone(), map.rels.len() as u32);
+                    map.rels.push((i, rels.0, rels.1));
                 }
                 Arc::new(map)
             })

@@ -198,7 +198,7 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
         let not_rebuilt: BTreeSet<NodeId> = selected.iter().filter(|id| project.position(id).is_some_and(|i| !publish_set[i])).cloned().collect();
         layout.placement(project, &not_rebuilt)
     });
-    let mut changes = Vec::new();
+    let mut changes = Vec::with_capacity(order.iter().filter(|&&i| publish_set[i]).count());
     for node in order.iter().filter(|&&i| publish_set[i]).map(|&i| project.at(i)) {
         let id = &node.id;
         let schema = layout.prod_schema(node);

@@ -37,6 +37,11 @@ pub struct Loaded {
     pub names: Arc<Names>,
 }
 
+/// The nodes while a project loads: in id order, each boxed (a node is
+/// several hundred bytes; the tree and the results built across cores
+/// then move pointers, not nodes). The loaded project holds them unboxed.
+type LoadNodes = BTreeMap<NodeId, Box<Node>>;
+
 pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<String, Value>) -> Result<Loaded> {
     let ProjectHeader { root, name, profile, mut file } = header;
     let paths = |given: &Option<Vec<String>>, default: &str| -> Vec<String> {
@@ -61,7 +66,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     let quoting = file.quoting;
     let on_run_end = dbt_project::run_hooks(&file.on_run_end, "on-run-end")?;
 
-    let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
+    let mut nodes = LoadNodes::new();
     let mut by_name: HashMap<String, NodeId> = HashMap::new();
     let mut disabled: HashMap<String, String> = HashMap::new();
 
@@ -210,7 +215,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                 collect_tests(&mut decls, &id, &owner, &rel, &table.columns, &table.tests)?;
                 nodes.insert(
                     id.clone(),
-                    Node {
+                    Box::new(Node {
                         id,
                         kind: NodeKind::Source,
                         name: format!("{}.{}", src.name, table.name),
@@ -224,7 +229,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                         test: None,
                         source_relation: Some((source_database.clone(), schema, identifier)),
                         seed_file: None,
-                    },
+                    }),
                 );
             }
         }
@@ -299,7 +304,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // one statement (user SQL never reaches the warehouse as a batch).
     // Rendered in parallel; results applied (and the first error reported) in order
     let placeholder = placeholder_placement(&nodes);
-    let models: Vec<&Node> = nodes.values().filter(|n| n.kind == NodeKind::Model).collect();
+    let models: Vec<&Node> = nodes.values().map(|n| &**n).filter(|n| n.kind == NodeKind::Model).collect();
     let renders = crate::par::map(&models, |node| -> Result<_> {
         let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(&node.id)), false);
         let path = node.path.display().to_string();
@@ -376,7 +381,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         let test_name = if *n == 1 { base } else { format!("{base}_{n}") };
         named.push((owner_id, decl, rel, test_name, builtin));
     }
-    let built = crate::par::map(&named, |(owner_id, decl, rel, test_name, builtin)| -> Result<Node> {
+    let built = crate::par::map(&named, |(owner_id, decl, rel, test_name, builtin)| -> Result<Box<Node>> {
         let mut depends_on = BTreeSet::from([owner_id.clone()]);
         let mut args = decl.args.clone();
         if decl.test == "relationships" {
@@ -410,7 +415,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                 apply_config(&mut config, k, v, rel)?;
             }
         }
-        Ok(Node {
+        Ok(Box::new(Node {
             id: format!("test.{name}.{test_name}"),
             kind: NodeKind::Test,
             name: test_name.clone(),
@@ -424,7 +429,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
             test: Some(TestKind::Generic { name: decl.test.clone(), column: decl.column.clone().unwrap_or_default(), args }),
             source_relation: None,
             seed_file: None,
-        })
+        }))
     });
     drop(named);
     for node in built {
@@ -460,7 +465,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
             }
             nodes.insert(
                 id.clone(),
-                Node {
+                Box::new(Node {
                     id,
                     kind: NodeKind::Test,
                     name: stem,
@@ -474,7 +479,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
                     test: Some(TestKind::Singular { sql: raw_sql }),
                     source_relation: None,
                     seed_file: None,
-                },
+                }),
             );
         }
     }
@@ -504,7 +509,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     check_relations(&nodes, &target)?;
 
     // a BTreeMap iterates in id order: the IndexMap keeps it
-    let nodes = nodes.into_iter().collect();
+    let nodes = nodes.into_iter().map(|(id, node)| (id, *node)).collect();
     Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end, quoting }, renderer, names })
 }
 
@@ -589,7 +594,7 @@ fn in_generic(base: &Path, path: &Path) -> bool {
 /// dbt's check: no two models or seeds may have the same relation (schema
 /// and alias); they would overwrite each other in audit and in prod, and the
 /// gate's outcome would depend on which was built last.
-fn check_relations(nodes: &BTreeMap<NodeId, Node>, target: &Value) -> Result<()> {
+fn check_relations(nodes: &LoadNodes, target: &Value) -> Result<()> {
     let target_schema = target.get("schema").and_then(Value::as_str).unwrap_or("main");
     let mut seen: HashMap<(String, String), &Node> = HashMap::new();
     for node in nodes.values().filter(|n| n.is_relation()) {
@@ -618,7 +623,7 @@ fn check_relations(nodes: &BTreeMap<NodeId, Node>, target: &Value) -> Result<()>
 
 /// Move disabled models and seeds out of the project, keeping their names for
 /// a clear error when something refers to them.
-fn disable(nodes: &mut BTreeMap<NodeId, Node>, by_name: &mut HashMap<String, NodeId>, disabled: &mut HashMap<String, String>) {
+fn disable(nodes: &mut LoadNodes, by_name: &mut HashMap<String, NodeId>, disabled: &mut HashMap<String, String>) {
     let off: Vec<NodeId> = nodes.values().filter(|n| n.config.enabled == Some(false) && n.kind != NodeKind::Test).map(|n| n.id.clone()).collect();
     for id in off {
         let node = nodes.remove(&id).expect("present");
@@ -643,7 +648,7 @@ fn one_statement(rendered: &str, file: &str, rule: &str) -> Result<()> {
 
 /// At load time relations render as their prod names; the SQL is thrown away,
 /// only what the template referenced is kept.
-fn placeholder_placement(nodes: &BTreeMap<NodeId, Node>) -> crate::render::Placement {
+fn placeholder_placement(nodes: &LoadNodes) -> crate::render::Placement {
     let idents: HashMap<NodeId, String> = nodes.values().map(|n| (n.id.clone(), n.identifier().to_string())).collect();
     Arc::new(move |id: &str| {
         let ident = idents.get(id).cloned().unwrap_or_else(|| id.to_string());
@@ -672,7 +677,7 @@ fn collect_tests(
     Ok(())
 }
 
-fn insert_unique(nodes: &mut BTreeMap<NodeId, Node>, by_name: &mut HashMap<String, NodeId>, node: Node) -> Result<()> {
+fn insert_unique(nodes: &mut LoadNodes, by_name: &mut HashMap<String, NodeId>, node: Node) -> Result<()> {
     if let Some(existing) = by_name.get(&node.name) {
         let other = &nodes[existing];
         bail!(
@@ -684,7 +689,7 @@ fn insert_unique(nodes: &mut BTreeMap<NodeId, Node>, by_name: &mut HashMap<Strin
         );
     }
     by_name.insert(node.name.clone(), node.id.clone());
-    nodes.insert(node.id.clone(), node);
+    nodes.insert(node.id.clone(), Box::new(node));
     Ok(())
 }
 
