@@ -115,7 +115,66 @@ pub struct Strategy {
 /// them about 100,000 times), shared by its clones. The templates never
 /// change once parsed.
 #[derive(Clone, Default)]
-struct Compiled(std::sync::Arc<std::sync::OnceLock<minijinja::Environment<'static>>>);
+struct Compiled(std::sync::Arc<std::sync::OnceLock<Templates>>);
+
+struct Templates {
+    env: minijinja::Environment<'static>,
+    /// dialect -> name -> the template as text and variables, where it is
+    /// nothing else (almost every strategy template)
+    plain: BTreeMap<String, BTreeMap<String, Vec<Part>>>,
+}
+
+/// A piece of a template that only substitutes variables.
+#[derive(Debug, PartialEq)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+/// `body` as text and `{{ name }}` substitutions, if that is all it is: such
+/// a template renders by concatenation to exactly what minijinja renders
+/// (strings go in as they are; no auto-escaping for these names). Anything
+/// else — a block or comment tag, whitespace control, a filter or
+/// expression, a literal such as `{{ none }}`, a trailing newline (which
+/// minijinja drops) — is left to minijinja.
+fn plain_parts(body: &str) -> Option<Vec<Part>> {
+    if body.contains("{%") || body.contains("{#") || body.ends_with('\n') || body.ends_with('\r') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_string()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let name = after[..close].trim_matches(|c| c == ' ' || c == '\t');
+        let ident = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident || matches!(name, "true" | "false" | "none" | "True" | "False" | "None") {
+            return None;
+        }
+        parts.push(Part::Var(name.to_string()));
+        rest = &after[close + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    Some(parts)
+}
+
+/// `parts` with `vars` substituted; None where a variable is not given
+/// (minijinja then reports it, as it does for every template).
+fn substitute(parts: &[Part], vars: &[(&str, &str)]) -> Option<String> {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Text(t) => out.push_str(t),
+            Part::Var(v) => out.push_str(vars.iter().find(|(k, _)| k == v)?.1),
+        }
+    }
+    Some(out)
+}
 
 impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -278,16 +337,25 @@ impl Strategy {
         let body = self
             .template(dialect, name)
             .ok_or_else(|| anyhow!("strategy '{}' ({}) has no [sql.{}] {name} template", self.name, self.origin, dialect.name()))?;
-        let env = self.compiled.0.get_or_init(|| {
+        let compiled = self.compiled.0.get_or_init(|| {
             let mut env = strict_env();
+            let mut plain: BTreeMap<String, BTreeMap<String, Vec<Part>>> = BTreeMap::new();
             for (dialect, templates) in &self.sql {
                 for (name, body) in templates {
                     // parse() compiled each once already: this cannot fail
                     let _ = env.add_template_owned(format!("{dialect}/{name}"), body.clone());
+                    if let Some(parts) = plain_parts(body) {
+                        plain.entry(dialect.clone()).or_default().insert(name.clone(), parts);
+                    }
                 }
             }
-            env
+            Templates { env, plain }
         });
+        let fast = compiled.plain.get(dialect.name()).and_then(|t| t.get(name)).and_then(|parts| substitute(parts, vars));
+        if let Some(sql) = fast {
+            return Ok(sql);
+        }
+        let env = &compiled.env;
         let ctx: BTreeMap<&str, &str> = vars.iter().copied().collect();
         let rendered = match env.get_template(&format!("{}/{name}", dialect.name())) {
             Ok(template) => template.render(ctx),
@@ -362,6 +430,61 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What minijinja renders for `body` with `vars`.
+    fn by_minijinja(body: &str, vars: &[(&str, &str)]) -> Result<String, minijinja::Error> {
+        strict_env().render_str(body, vars.iter().copied().collect::<BTreeMap<&str, &str>>())
+    }
+
+    #[test]
+    fn plain_templates_render_exactly_as_minijinja_does() {
+        // values with quotes, braces, Jinja syntax, newlines and non-ASCII go in as they are
+        let values = ["\"audit\".\"orders\"", "{{ target }} {% if x %}", "a'b\nc\\d", "ünï €", ""];
+        let mut fast = 0;
+        for strategy in Registry::load(None).unwrap().strategies.values() {
+            for (dialect, templates) in &strategy.sql {
+                for (name, body) in templates {
+                    for value in values {
+                        let vars: Vec<(&str, &str)> = template_vars(name).iter().map(|v| (*v, if *v == "expiration_days" { "7" } else { value })).collect();
+                        let want = by_minijinja(body, &vars).unwrap();
+                        if let Some(parts) = plain_parts(body) {
+                            fast += 1;
+                            assert_eq!(substitute(&parts, &vars).as_deref(), Some(want.as_str()), "{}: [sql.{dialect}] {name}", strategy.name);
+                        }
+                        let d = match dialect.as_str() {
+                            "duckdb" => Dialect::DuckDb,
+                            "snowflake" => Dialect::Snowflake,
+                            _ => Dialect::BigQuery,
+                        };
+                        assert_eq!(strategy.render(d, name, &vars).unwrap(), want, "{}: [sql.{dialect}] {name}", strategy.name);
+                    }
+                }
+            }
+        }
+        // most built-in templates take the plain path; BigQuery's snapshot (an {% if %}) does not
+        assert!(fast > 100, "{fast}");
+        let wac = Registry::load(None).unwrap().get("wac").unwrap().clone();
+        assert!(plain_parts(wac.template(Dialect::BigQuery, "snapshot_table").unwrap()).is_none());
+        assert!(plain_parts(wac.template(Dialect::DuckDb, "clone_table").unwrap()).is_some());
+    }
+
+    #[test]
+    fn only_plain_substitution_skips_minijinja() {
+        let vars = [("x", "X"), ("y", "Y")];
+        for body in ["a {{ x }} b", "{{x}}", "{{\tx }}{{ y }}", "x }} y {{ x }}", "{ {{ x }} }", "no variables", ""] {
+            let parts = plain_parts(body).unwrap_or_else(|| panic!("{body:?} is plain"));
+            assert_eq!(substitute(&parts, &vars).unwrap(), by_minijinja(body, &vars).unwrap(), "{body:?}");
+        }
+        for body in ["{{ true }}", "{{ none }}", "{{ x|upper }}", "{{- x }}", "{{ x -}}", "{{ x ~ y }}", "{{ x.y }}", "a\n", "{{ x }}\r\n", "{% if x %}y{% endif %}", "{# c #}{{ x }}", "{{ x"] {
+            assert!(plain_parts(body).is_none(), "{body:?} is left to minijinja");
+        }
+        // a variable not given is minijinja's strict error, as before
+        let text = "name = \"x\"\ndescription = \"d\"\n[support]\nduckdb = true\n[steps]\nstage = \"none\"\nbuild = \"selection\"\npublish = \"replace\"\n[sql.duckdb]\nclone_table = \"CREATE TABLE {{ target }} AS SELECT * FROM {{ source }}\"\nsnapshot_table = \"x\"\n";
+        let strategy = Strategy::parse(text, "x.toml").unwrap();
+        let err = format!("{:#}", strategy.render(Dialect::DuckDb, "clone_table", &[("target", "t")]).unwrap_err());
+        assert!(err.contains("rendering [sql.duckdb] clone_table") && err.contains("undefined"), "{err}");
+        assert_eq!(strategy.render(Dialect::DuckDb, "clone_table", &[("target", "t"), ("source", "s")]).unwrap(), "CREATE TABLE t AS SELECT * FROM s");
+    }
 
     #[test]
     fn built_ins_load_and_swap_is_refused_on_bigquery() {
