@@ -1244,7 +1244,7 @@ fn changes(strategy: &Strategy, d: Dialect, twins: &BTreeMap<String, Twin>, mani
         let prev = prod.get(&t.prod.schema, &t.prod.identifier).cloned();
         let desired = if t.prod.materialized == "view" {
             let select = t.prod.compiled_code.clone().ok_or_else(|| anyhow!("{id}: dbt compiled no SQL for the prod view {}", t.prod.name))?;
-            Desired::View { select }
+            Desired::View { select: select.into() }
         } else {
             Desired::Table { from: d.relation(&t.audit.schema, &t.audit.identifier), source: Some((t.audit.schema.clone(), t.audit.identifier.clone())) }
         };
@@ -1390,7 +1390,7 @@ async fn publish_wap(
         let t = &twins[id];
         let prev = prod.get(&t.prod.schema, &t.prod.identifier).cloned();
         let desired = if t.prod.materialized == "view" {
-            Desired::View { select: t.prod.compiled_code.clone().ok_or_else(|| anyhow!("{id}: dbt compiled no SQL for the prod view {}", t.prod.name))? }
+            Desired::View { select: t.prod.compiled_code.clone().ok_or_else(|| anyhow!("{id}: dbt compiled no SQL for the prod view {}", t.prod.name))?.into() }
         } else {
             rebuilt.push(t);
             // dbt writes the table: the journal's step only knows how to undo it

@@ -16,7 +16,41 @@ fn chunked<T: Sync, R: Send>(items: &[T], min_per_thread: usize, f: impl Fn(&T) 
     let f = &f;
     std::thread::scope(|s| {
         let handles: Vec<_> = items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        joined(handles, items.len())
+    })
+}
+
+/// The chunks' results in order, in one list sized once (collecting them
+/// grew it by doubling); a panic in a chunk goes on here.
+fn joined<R>(handles: Vec<std::thread::ScopedJoinHandle<'_, Vec<R>>>, n: usize) -> Vec<R> {
+    let mut out = Vec::with_capacity(n);
+    for h in handles {
+        out.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+    }
+    out
+}
+
+/// [`map`] over items it owns, each moved into `f`.
+pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let n = items.len();
+    let threads = std::thread::available_parallelism().map_or(1, |c| c.get()).min(n / 64).max(1);
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let chunk = n.div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = items.into_iter();
+    loop {
+        let part: Vec<T> = rest.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts.into_iter().map(|part| s.spawn(move || part.into_iter().map(f).collect::<Vec<R>>())).collect();
+        joined(handles, n)
     })
 }
 

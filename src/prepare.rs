@@ -47,7 +47,7 @@ pub struct BuildPlans {
     selections: Mutex<Vec<(Scope, Arc<BTreeSet<NodeId>>)>>,
     steps: Mutex<Vec<(Scope, BTreeSet<NodeId>, Arc<Vec<Step>>)>>,
     /// views' SELECTs against prod, as every strategy publishes them
-    views: Mutex<std::collections::HashMap<NodeId, String>>,
+    views: Mutex<std::collections::HashMap<NodeId, Arc<str>>>,
 }
 
 /// What decides a strategy's scoped selection.
@@ -74,11 +74,11 @@ impl BuildPlans {
         Ok(steps)
     }
 
-    fn view(&self, id: &NodeId, render: impl FnOnce() -> Result<String>) -> Result<String> {
+    fn view(&self, id: &NodeId, render: impl FnOnce() -> Result<String>) -> Result<Arc<str>> {
         if let Some(select) = self.views.lock().expect("build plans poisoned").get(id) {
             return Ok(select.clone());
         }
-        let select = render()?;
+        let select: Arc<str> = render()?.into();
         self.views.lock().expect("build plans poisoned").insert(id.clone(), select.clone());
         Ok(select)
     }
@@ -90,6 +90,15 @@ pub fn prepare<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog) ->
 
 /// [`prepare`], reusing the build steps `plans` already holds for the same selection and staging.
 pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog, plans: &BuildPlans) -> Result<Prepared<'s>> {
+    let mut prepared = prepare_head(session, strategy, prod, plans)?;
+    prepared.steps = build_steps(session, &prepared, prod, plans)?;
+    prepare_tail(session, &mut prepared, prod, plans)?;
+    Ok(prepared)
+}
+
+/// The first part of [`prepare_with`]: the scoped selection, what is staged
+/// and the audit preparation; the steps and the publish are left empty.
+pub fn prepare_head<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalog, plans: &BuildPlans) -> Result<Prepared<'s>> {
     let project = session.project();
     let layout = &session.layout;
     let d = layout.dialect;
@@ -140,23 +149,51 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
         }
     }
     let mut rows_copied = Some(0u64);
-    let mut count_rows = |schema: &str, name: &str| match (rows_copied, prod.get(schema, name).and_then(|e| e.rows)) {
-        (Some(total), Some(r)) => rows_copied = Some(total + r),
-        _ => rows_copied = None,
-    };
     if !location_clone {
         for node in order.iter().map(|&i| project.at(i)).filter(|n| staged.contains(&n.id)) {
             let (source, target) = (layout.prod_relation(node).rendered, layout.audit_relation(node).rendered);
             prep.push(strategy.render(d, "clone_table", &[("source", &source), ("target", &target)])?);
-            count_rows(&layout.prod_schema(node), &layout.ident(node));
+            count_rows(&mut rows_copied, prod, &layout.prod_schema(node), &layout.ident(node));
         }
     }
+    Ok(Prepared {
+        strategy,
+        selected,
+        staged,
+        locations,
+        prep,
+        steps: Arc::default(),
+        changes: Vec::new(),
+        unbuilt_tagged: Vec::new(),
+        rows_copied,
+        on_run_start: Vec::new(),
+        on_run_end: Vec::new(),
+        left_out: Vec::new(),
+    })
+}
 
+/// The build steps of a [`prepare_head`]ed strategy (shared through `plans`).
+pub fn build_steps(session: &Session, prepared: &Prepared, prod: &Catalog, plans: &BuildPlans) -> Result<Arc<Vec<Step>>> {
+    let strategy = prepared.strategy;
+    let scope: Scope = (strategy.steps.build, mirror_tag(session, strategy));
     let compiler = session.compiler();
-    let input = BuildInput { compiler: &compiler, dag: &session.dag, selected: &selected, staged: &staged, prod, full_refresh: session.cfg.full_refresh };
-    let steps = plans.steps(&scope, &staged, || build::plan_steps(&input)).map_err(|e| mirror_hint(e, session, strategy))?;
+    let input = BuildInput { compiler: &compiler, dag: &session.dag, selected: &prepared.selected, staged: &prepared.staged, prod, full_refresh: session.cfg.full_refresh };
+    plans.steps(&scope, &prepared.staged, || build::plan_steps(&input)).map_err(|e| mirror_hint(e, session, strategy))
+}
 
-    // what publish will make of prod
+/// The last part of [`prepare_with`]: what publish will make of prod, the
+/// run hooks, what is left out. Needs no build steps.
+pub fn prepare_tail(session: &Session, prepared: &mut Prepared, prod: &Catalog, plans: &BuildPlans) -> Result<()> {
+    let project = session.project();
+    let layout = &session.layout;
+    let d = layout.dialect;
+    let strategy = prepared.strategy;
+    let selected = prepared.selected.clone();
+    let in_selection = project.mask(selected.iter());
+    let order = session.dag.topo_positions();
+    let relations: Vec<usize> = order.iter().copied().filter(|&i| in_selection[i] && project.at(i).is_relation()).collect();
+    let compiler = session.compiler();
+
     // what the strategy publishes, by position
     let publish_set: Vec<bool> = match strategy.steps.publish {
         Publish::Rebuild => {
@@ -215,7 +252,7 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
             }
             _ => {
                 if prev.as_ref().is_some_and(|p| p.kind == ObjectKind::Table) {
-                    count_rows(&schema, &layout.ident(node)); // the backup copy
+                    count_rows(&mut prepared.rows_copied, prod, &schema, &layout.ident(node)); // the backup copy
                 }
                 let audit = layout.audit_relation(node);
                 Desired::Table { source: audit.database.is_none().then(|| (audit.schema, audit.identifier)), from: audit.rendered }
@@ -224,14 +261,26 @@ pub fn prepare_with<'s>(session: &Session, strategy: &'s Strategy, prod: &Catalo
         changes.push(Change { schema, name: layout.ident(node), desired, prev });
     }
     if d != crate::warehouse::Dialect::DuckDb {
-        rows_copied = None; // remote clones are zero-copy or priced by the warehouse
+        prepared.rows_copied = None; // remote clones are zero-copy or priced by the warehouse
     }
     let no_place = (!project.on_run_start.is_empty() || !project.on_run_end.is_empty()).then(|| layout.placement(project, &selected));
     let run_hook = |h: &String| compiler.hook_sql("dbt_project.yml (on-run hook)", h, no_place.as_ref().expect("placed where there are hooks"), None);
     let on_run_start = project.on_run_start.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
     let on_run_end = project.on_run_end.iter().map(run_hook).collect::<Result<Vec<_>>>()?;
-    let left_out = left_out(session, strategy, &in_selection);
-    Ok(Prepared { strategy, selected, staged, locations, prep, steps, changes, unbuilt_tagged, rows_copied, on_run_start, on_run_end, left_out })
+    prepared.left_out = left_out(session, strategy, &in_selection);
+    prepared.changes = changes;
+    prepared.unbuilt_tagged = unbuilt_tagged;
+    prepared.on_run_start = on_run_start;
+    prepared.on_run_end = on_run_end;
+    Ok(())
+}
+
+/// Adds the rows prod holds in `schema.name` to `rows` (None: not known).
+fn count_rows(rows: &mut Option<u64>, prod: &Catalog, schema: &str, name: &str) {
+    *rows = match (*rows, prod.get(schema, name).and_then(|e| e.rows)) {
+        (Some(total), Some(r)) => Some(total + r),
+        _ => None,
+    };
 }
 
 /// What of the project this run does not build, and why: the raw mirror

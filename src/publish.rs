@@ -26,8 +26,9 @@ pub enum Desired {
     Table { from: String, source: Option<(String, String)> },
     /// a table rebuilt in prod from this SELECT (wap)
     Rebuild { select: String },
-    /// a view with this SELECT, rendered against prod names
-    View { select: String },
+    /// a view with this SELECT, rendered against prod names (shared by the
+    /// strategies a comparison plans)
+    View { select: std::sync::Arc<str> },
     /// a view re-created from stored DDL (rollback)
     ViewDdl { ddl: String },
     /// no object (rollback of an object a release created)

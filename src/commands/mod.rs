@@ -48,6 +48,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitStatus> {
             if cfg.builder == crate::config::Builder::Dbt {
                 return crate::dbt_builder::plan(&cfg);
             }
+            plan::without_huge_pages();
             let dialect = a.dialect.as_deref().and_then(crate::warehouse::Dialect::parse).unwrap_or_else(|| cfg.profile.dialect());
             let session = Session::open_as(cfg, dialect)?;
             let status = plan::run(&session, a.show_sql, a.offline).await;

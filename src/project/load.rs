@@ -381,14 +381,15 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         let test_name = if *n == 1 { base } else { format!("{base}_{n}") };
         named.push((owner_id, decl, rel, test_name, builtin));
     }
-    let built = crate::par::map(&named, |(owner_id, decl, rel, test_name, builtin)| -> Result<Box<Node>> {
+    // each declaration moves into its node
+    let built = crate::par::map_owned(named, |(owner_id, decl, rel, test_name, builtin)| -> Result<Box<Node>> {
+        let TestDecl { test, column, mut args, config: declared } = decl;
         let mut depends_on = BTreeSet::from([owner_id.clone()]);
-        let mut args = decl.args.clone();
-        if decl.test == "relationships" {
+        if test == "relationships" {
             let to = args.get("to").and_then(Value::as_str).ok_or_else(|| anyhow!("{rel}: relationships test on {owner_id}: 'to' must be a string like ref('customers')"))?;
             let scope = RenderScope::new(names.clone(), placeholder.clone(), None, false);
             let expr = if to.contains("ref(") || to.contains("source(") { format!("{{{{ {to} }}}}") } else { format!("{{{{ ref('{to}') }}}}") };
-            renderer.render(rel, &expr, &scope)?;
+            renderer.render(&rel, &expr, &scope)?;
             let rec = scope.take();
             let target = rec.refs.into_iter().chain(rec.sources).next().ok_or_else(|| anyhow!("{rel}: relationships 'to: {to}' names no model or source"))?;
             args.insert("to_node".into(), Value::String(target.clone()));
@@ -398,40 +399,39 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         if !builtin {
             // a custom test renders once here: its arguments' refs are
             // dependencies, and config() in its definition is its default config
-            let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(owner_id)), false);
-            let call = crate::render::test_macro_call(&decl.test, decl.column.as_deref(), &args)?;
-            renderer.render(rel, &call, &scope).with_context(|| format!("test '{}' on {owner_id}", decl.test))?;
+            let scope = RenderScope::new(names.clone(), placeholder.clone(), Some(placeholder(&owner_id)), false);
+            let call = crate::render::test_macro_call(&test, column.as_deref(), &args)?;
+            renderer.render(&rel, &call, &scope).with_context(|| format!("test '{test}' on {owner_id}"))?;
             let rec = scope.take();
             depends_on.extend(rec.refs);
             depends_on.extend(rec.sources);
             for (k, v) in &rec.config {
-                apply_config(&mut config, k, v, &format!("config() in test '{}'", decl.test))?;
+                apply_config(&mut config, k, v, &format!("config() in test '{test}'"))?;
             }
         }
         let fqn = vec![name.clone(), test_name.clone()];
         apply_tree(&file.tests, &fqn, &mut config, "dbt_project.yml")?;
-        if let Value::Object(cfg) = &values.tree(&decl.config, rel)? {
+        if let Value::Object(cfg) = &values.tree(&declared, &rel)? {
             for (k, v) in cfg {
-                apply_config(&mut config, k, v, rel)?;
+                apply_config(&mut config, k, v, &rel)?;
             }
         }
         Ok(Box::new(Node {
             id: format!("test.{name}.{test_name}"),
             kind: NodeKind::Test,
-            name: test_name.clone(),
+            name: test_name,
             path: PathBuf::from(rel),
             fqn,
             config,
             raw_sql: String::new(),
             depends_on,
             materialization: Materialization::View,
-            attached_to: Some(owner_id.clone()),
-            test: Some(TestKind::Generic { name: decl.test.clone(), column: decl.column.clone().unwrap_or_default(), args }),
+            attached_to: Some(owner_id),
+            test: Some(TestKind::Generic { name: test, column: column.unwrap_or_default(), args }),
             source_relation: None,
             seed_file: None,
         }))
     });
-    drop(named);
     for node in built {
         let node = node?;
         nodes.insert(node.id.clone(), node);
