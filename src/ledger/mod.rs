@@ -350,31 +350,27 @@ pub(crate) fn insert_rows<S: AsRef<str>>(d: Dialect, table: &str, columns: &[Col
     // written straight into the statement (it can be megabytes)
     let mut sql = format!("INSERT INTO {table} SELECT {} FROM (SELECT string_split(unnest(string_split('", select.join(", "));
     sql.reserve(packed_len + 40);
-    let start = sql.len();
-    let packed = &mut sql;
     for row in rows {
         for (j, value) in row.iter().enumerate() {
             if j > 0 {
-                packed.push(',');
+                sql.push(',');
             }
             match value.as_ref().map(AsRef::as_ref) {
-                None => packed.push('%'),
+                None => sql.push('%'),
                 Some(v) => {
                     for c in v.chars() {
                         if matches!(c, '%' | ',' | ';' | '\'') || c.is_ascii_control() {
-                            packed.push_str(&format!("%{:02X}", c as u32));
+                            sql.push_str(&format!("%{:02X}", c as u32));
                         } else {
-                            packed.push(c);
+                            sql.push(c);
                         }
                     }
                 }
             }
         }
-        packed.push(';');
+        sql.push(';');
     }
-    if sql.len() > start {
-        sql.pop(); // the last row's ';'
-    }
+    sql.pop(); // the last row's ';'
     sql.push_str("', ';')), ',') AS f)");
     sql
 }
