@@ -8,7 +8,7 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 }
 
 fn chunked<T: Sync, R: Send>(items: &[T], min_per_thread: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len() / min_per_thread).max(1);
+    let threads = threads_for(items.len(), min_per_thread);
     if threads == 1 {
         return items.iter().map(f).collect();
     }
@@ -18,6 +18,11 @@ fn chunked<T: Sync, R: Send>(items: &[T], min_per_thread: usize, f: impl Fn(&T) 
         let handles: Vec<_> = items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
         joined(handles, items.len())
     })
+}
+
+/// Threads for `n` items: up to the cores, at least `min_per_thread` items each.
+fn threads_for(n: usize, min_per_thread: usize) -> usize {
+    std::thread::available_parallelism().map_or(1, |c| c.get()).min(n / min_per_thread).max(1)
 }
 
 /// The chunks' results in order, in one list sized once (collecting them
@@ -33,7 +38,7 @@ fn joined<R>(handles: Vec<std::thread::ScopedJoinHandle<'_, Vec<R>>>, n: usize) 
 /// [`map`] over items it owns, each moved into `f`.
 pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let n = items.len();
-    let threads = std::thread::available_parallelism().map_or(1, |c| c.get()).min(n / 64).max(1);
+    let threads = threads_for(n, 64);
     if threads == 1 {
         return items.into_iter().map(f).collect();
     }
