@@ -12,12 +12,8 @@ fn chunked<T: Sync, R: Send>(items: &[T], min_per_thread: usize, f: impl Fn(&T) 
     if threads == 1 {
         return items.iter().map(f).collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(chunk).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
-        joined(handles, items.len())
-    })
+    let parts: Vec<&[T]> = items.chunks(items.len().div_ceil(threads)).collect();
+    on_threads(parts, items.len(), |part| part.iter().map(&f).collect())
 }
 
 /// Threads for `n` items: up to the cores, at least `min_per_thread` items each.
@@ -25,14 +21,19 @@ fn threads_for(n: usize, min_per_thread: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |c| c.get()).min(n / min_per_thread).max(1)
 }
 
-/// The chunks' results in order, in one list sized once (collecting them
-/// grew it by doubling); a panic in a chunk goes on here.
-fn joined<R>(handles: Vec<std::thread::ScopedJoinHandle<'_, Vec<R>>>, n: usize) -> Vec<R> {
-    let mut out = Vec::with_capacity(n);
-    for h in handles {
-        out.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-    }
-    out
+/// `work` on each part, a thread per part; the parts' results in order, in
+/// one list of `n` sized once (collecting them grew it by doubling). A
+/// panic in a part goes on here.
+fn on_threads<P: Send, R: Send>(parts: Vec<P>, n: usize, work: impl Fn(P) -> Vec<R> + Sync) -> Vec<R> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts.into_iter().map(|part| s.spawn(move || work(part))).collect();
+        let mut out = Vec::with_capacity(n);
+        for h in handles {
+            out.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
+    })
 }
 
 /// [`map`] over items it owns, each moved into `f`.
@@ -52,11 +53,7 @@ pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> 
         }
         parts.push(part);
     }
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = parts.into_iter().map(|part| s.spawn(move || part.into_iter().map(f).collect::<Vec<R>>())).collect();
-        joined(handles, n)
-    })
+    on_threads(parts, n, |part| part.into_iter().map(&f).collect())
 }
 
 /// `f` over a few large items, each on its own thread up to the number of
