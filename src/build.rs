@@ -116,7 +116,9 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
     let layout = compiler.layout;
     let at = |id: &str| project.position(id).expect("every id planned is the project's");
     let in_audit: BTreeSet<NodeId> = selected.iter().filter(|id| project.node(id).is_relation()).chain(staged.iter()).cloned().collect();
+    crate::phase::mark("steps: start");
     let place = layout.placement(project, &in_audit);
+    crate::phase::mark("steps: placement");
     let n = project.nodes.len();
     let mut audit = vec![false; n];
     for id in &in_audit {
@@ -168,6 +170,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         upstream[at(id)] = Some(ups);
     }
 
+    crate::phase::mark("steps: upstream");
     let order: Vec<usize> = dag.topo_order().iter().map(|id| at(id)).collect();
     let mut topo = vec![0usize; n];
     for (k, &i) in order.iter().enumerate() {
@@ -215,9 +218,12 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
             planned.push((i, deps));
         }
     }
+    crate::phase::mark("steps: waits");
     let lead = fused_tests(project, &planned);
+    crate::phase::mark("steps: fused");
     // every step's SQL, rendered across cores; the first error in build order is the one reported
     let rendered = crate::par::map(&planned, |(i, _)| render_step(input, &place, project.at(*i)));
+    crate::phase::mark("steps: rendered");
     let mut steps: Vec<Step> = Vec::with_capacity(planned.len());
     // (the step's node, what it waits for), by position
     let mut waits: Vec<(usize, Vec<usize>)> = Vec::with_capacity(planned.len());
@@ -246,6 +252,7 @@ pub fn plan_steps(input: &BuildInput) -> Result<Vec<Step>> {
         deps.dedup();
         step.deps = deps.into_iter().map(|d| project.at(d).id.clone()).collect();
     }
+    crate::phase::mark("steps: assembled");
     for (id, why) in unrunnable {
         let thresholds = gate::Thresholds::of(project.node(&id));
         let at = at(&id);

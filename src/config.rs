@@ -250,7 +250,7 @@ impl RunConfig {
             "threads": self.threads,
         });
         match &self.profile.warehouse {
-            crate::project::profile::WarehouseSettings::DuckDb { path } => {
+            crate::project::profile::WarehouseSettings::DuckDb { path, .. } => {
                 let db = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "memory".into());
                 t["database"] = serde_json::Value::String(db);
                 t["path"] = serde_json::Value::String(path.clone());

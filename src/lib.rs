@@ -16,6 +16,7 @@ pub mod grants;
 pub mod graph;
 pub mod interrupt;
 pub mod par;
+pub mod phase;
 pub mod ledger;
 pub mod project;
 pub mod prepare;

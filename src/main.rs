@@ -12,6 +12,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    airlock::phase::start();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(dispatch(cli));
     // queries cancelled by a signal may still be unwinding on blocking threads
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    airlock::phase::mark("done");
     match outcome {
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
         Ok(ExitStatus::Blocked) => ExitCode::from(1),

@@ -38,10 +38,13 @@ impl Session {
                 strategy.check_audit_database(dialect)?;
             }
         }
+        crate::phase::mark("strategies loaded");
         let header = crate::project::read_header(&cfg.project_dir)?;
         let loaded = load_project(header, cfg.target_value(), cfg.vars.clone())?;
+        crate::phase::mark("project loaded");
         let dag = Dag::new(&loaded.project)?;
         let selected = dag.select(&loaded.project, &cfg.select, &cfg.exclude)?;
+        crate::phase::mark("DAG and selection");
         let layout = Layout {
             dialect,
             target_schema: cfg.profile.schema.clone(),

@@ -141,3 +141,34 @@ fn plan_lists_what_a_build_leaves_out_and_why() {
     assert!(left.contains(&"customers: not selected (read from prod)"), "{left:?}");
     assert!(left.contains(&"draft: disabled (enabled: false, models/marts/draft.sql)"), "{left:?}");
 }
+
+/// dbt-duckdb's `config_options` (given when the database opens) and
+/// `settings` (SET on each connection) in profiles.yml hold for what airlock
+/// builds, as for dbt's own runs; they were silently ignored before.
+#[test]
+fn a_duckdb_profiles_config_options_and_settings_hold_for_the_build() {
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    common::append(&project.join("profiles.yml"), "      config_options:\n        default_block_size: 16384\n      settings:\n        memory_limit: 1GB\n        checkpoint_threshold: 16MB");
+    std::fs::write(
+        project.join("models/marts/settings_seen.sql"),
+        "{{ config(materialized='table') }}\nselect current_setting('memory_limit') as memory_limit, current_setting('checkpoint_threshold') as checkpoint_threshold\n",
+    )
+    .unwrap();
+    s.airlock(&project, &["deploy"]).assert_code(0);
+    assert_eq!(s.query("SELECT memory_limit, checkpoint_threshold FROM main_marts.settings_seen"), [["953.6 MiB", "15.2 MiB"]]);
+    // a creation setting: the file airlock created has the block size asked for
+    assert_eq!(s.scalar("SELECT block_size FROM pragma_database_size()"), "16384");
+}
+
+#[test]
+fn an_unknown_duckdb_setting_fails_naming_it_and_publishes_nothing() {
+    let s = Scratch::new();
+    let project = s.copy_fixture("shop");
+    common::append(&project.join("profiles.yml"), "      settings:\n        memory_limitt: 1GB");
+    let run = s.airlock(&project, &["deploy"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("the profile's setting 'memory_limitt'") && run.stderr.contains("unrecognized configuration parameter"), "{}", run.stderr);
+    let published = if s.db().exists() { s.scalar("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema LIKE 'main%'") } else { "0".into() };
+    assert_eq!(published, "0");
+}

@@ -77,6 +77,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     for dir in &model_dirs {
         model_files.extend(listing.files(dir, "sql")?.into_iter().map(|path| (dir, path)));
     }
+    crate::phase::mark("load: files listed");
     let read_models = crate::par::map(&model_files, |(dir, path)| -> Result<_> {
         let rel = rel_path(&root, path);
         let raw_sql = std::fs::read_to_string(path).with_context(|| format!("cannot read {rel}"))?;
@@ -106,6 +107,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         insert_unique(&mut nodes, &mut by_name, node)?;
     }
 
+    crate::phase::mark("load: model files read");
     // seeds
     for dir in &seed_dirs {
         for path in listing.files(dir, "csv")? {
@@ -150,6 +152,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         let props = properties::read(path, &rel);
         (rel, props)
     });
+    crate::phase::mark("load: YAML parsed");
     for (rel, props) in parsed {
         let props = props?;
         if !props.snapshots.is_empty() {
@@ -303,6 +306,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     // Render every model once to find refs, sources and config(); a model is
     // one statement (user SQL never reaches the warehouse as a batch).
     // Rendered in parallel; results applied (and the first error reported) in order
+    crate::phase::mark("load: properties applied");
     let placeholder = placeholder_placement(&nodes);
     let models: Vec<&Node> = nodes.values().map(|n| &**n).filter(|n| n.kind == NodeKind::Model).collect();
     let renders = crate::par::map(&models, |node| -> Result<_> {
@@ -332,6 +336,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         }
         names = Arc::new(Names { project: name.clone(), refs: by_name, sources, disabled });
     }
+    crate::phase::mark("load: models rendered");
     // hooks are rendered when they run; here each must render and be one statement
     for node in nodes.values().filter(|n| n.is_relation()) {
         for hook in node.config.pre_hook.iter().chain(node.config.post_hook.iter()) {
@@ -436,6 +441,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         let node = node?;
         nodes.insert(node.id.clone(), node);
     }
+    crate::phase::mark("load: generic tests");
 
     // singular tests
     for dir in &test_dirs {
@@ -484,6 +490,7 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
         }
     }
 
+    crate::phase::mark("load: singular tests");
     // materializations
     for node in nodes.values_mut() {
         if node.kind != NodeKind::Model {
@@ -505,11 +512,13 @@ pub fn load_project(header: ProjectHeader, target: Value, cli_vars: BTreeMap<Str
     for node in nodes.values() {
         refuse::check_node(node, &target, &mut refusals);
     }
+    crate::phase::mark("load: nodes checked");
     refusals.check()?;
     check_relations(&nodes, &target)?;
+    crate::phase::mark("load: relations checked");
 
     // a BTreeMap iterates in id order: the IndexMap keeps it
-    let nodes = nodes.into_iter().map(|(id, node)| (id, *node)).collect();
+    let nodes = nodes.into_iter().collect();
     Ok(Loaded { project: Project { name, root, profile, vars, nodes, macros, on_run_start, on_run_end, quoting }, renderer, names })
 }
 

@@ -181,7 +181,7 @@ pub struct Project {
     /// every node, in id order (loaded sorted); looked up by hash, as
     /// planning does hundreds of thousands of times on a large project
     /// (foldhash: ids come from the user's own files, not an adversary)
-    pub nodes: indexmap::IndexMap<NodeId, Node, foldhash::fast::RandomState>,
+    pub nodes: indexmap::IndexMap<NodeId, Box<Node>, foldhash::fast::RandomState>,
     pub macros: Vec<MacroFile>,
     /// `on-run-start` / `on-run-end` of dbt_project.yml
     pub on_run_start: Vec<String>,
@@ -229,7 +229,7 @@ impl Project {
         mask
     }
     pub fn relations(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| n.is_relation())
+        self.nodes.values().map(|n| &**n).filter(|n| n.is_relation())
     }
     /// Whether a full refresh rebuilds `node`: its `full_refresh` config wins
     /// over the flag (`full_refresh: false` protects it from --full-refresh).

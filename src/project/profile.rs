@@ -17,9 +17,24 @@ pub enum WarehouseSettings {
         /// as written in the profile; relative paths resolve against the
         /// working directory, as dbt-duckdb does
         path: String,
+        options: DuckDbOptions,
     },
     Snowflake(SnowflakeSettings),
     BigQuery(BigQuerySettings),
+}
+
+/// DuckDB configuration a `type: duckdb` target gives, as dbt-duckdb reads
+/// it: `config_options` when the database opens (creation settings such as
+/// `default_block_size` among them), `settings` as `SET name = value` on
+/// every connection (`memory_limit`, `temp_directory`, …). They win over
+/// airlock's own choices (`threads`, `checkpoint_threshold`). Values may be
+/// credentials (an S3 key in `settings`), so they are kept as secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DuckDbOptions {
+    /// name (lower case), value as text
+    pub config: Vec<(String, Secret)>,
+    /// name (lower case), value as a SQL literal
+    pub settings: Vec<(String, Secret)>,
 }
 
 /// A credential. Debug and Display print `***`; only [`Secret::expose`]
@@ -246,7 +261,8 @@ pub fn load_profile(file: &Path, profile_name: &str, target: Option<&str>) -> Re
             if path.starts_with("md:") || path.starts_with("motherduck:") {
                 bail!("{shown}: target '{target_name}': MotherDuck paths are not supported; use a local DuckDB file");
             }
-            WarehouseSettings::DuckDb { path }
+            let place = Place { file, target: &target_name };
+            WarehouseSettings::DuckDb { path, options: DuckDbOptions { config: duckdb_options(&place, output, "config_options")?, settings: duckdb_options(&place, output, "settings")? } }
         }
         "snowflake" => WarehouseSettings::Snowflake(snowflake_settings(&Place { file, target: &target_name }, output)?),
         "bigquery" => WarehouseSettings::BigQuery(bigquery_settings(&Place { file, target: &target_name }, output)?),
@@ -277,6 +293,37 @@ pub fn load_profile(file: &Path, profile_name: &str, target: Option<&str>) -> Re
         threads,
         warehouse,
     })
+}
+
+/// A `type: duckdb` target's `config_options` or `settings` (`key`): a
+/// mapping of DuckDB setting names to strings, numbers or booleans. For
+/// `settings` the value is kept as the SQL literal its `SET` sends.
+fn duckdb_options(place: &Place, output: &Value, key: &str) -> Result<Vec<(String, Secret)>> {
+    let map = match output.get(key) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(place.error(format!("`{key}` must be a mapping of DuckDB setting names to values"))),
+    };
+    let mut out: Vec<(String, Secret)> = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        // the name goes into a statement as it is: a plain identifier only
+        let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return Err(place.error(format!("`{key}`: '{name}' is not a DuckDB setting name (letters, digits and '_')")));
+        }
+        let (text, literal) = match value {
+            Value::String(s) => (s.clone(), format!("'{}'", s.replace('\'', "''"))),
+            Value::Number(n) => (n.to_string(), n.to_string()),
+            Value::Bool(b) => (b.to_string(), b.to_string()),
+            _ => return Err(place.error(format!("`{key}.{name}` must be a string, a number or a boolean"))),
+        };
+        let name = name.to_ascii_lowercase();
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(place.error(format!("`{key}` sets '{name}' twice")));
+        }
+        out.push((name, Secret::new(if key == "settings" { literal } else { text })));
+    }
+    Ok(out)
 }
 
 /// Where a target is, for messages: `profiles.yml target 'dev'`.
@@ -542,6 +589,32 @@ mod tests {
     }
 
     const BASE: &str = "type: snowflake\naccount: acme-1\nuser: loader\ndatabase: analytics\nschema: marts\n";
+
+    #[test]
+    fn duckdb_config_options_and_settings_are_read_as_dbt_duckdb_reads_them() {
+        let (_dir, profile) = load("type: duckdb\npath: shop.duckdb\nconfig_options:\n  default_block_size: 16384\nsettings:\n  memory_limit: 2GB\n  preserve_insertion_order: false\n  s3_secret_access_key: \"it's-s3cret\"");
+        let profile = profile.expect("parses");
+        let WarehouseSettings::DuckDb { options, .. } = &profile.warehouse else { panic!("not duckdb: {profile:?}") };
+        let shown = |v: &[(String, Secret)]| v.iter().map(|(n, v)| format!("{n}={}", v.expose())).collect::<Vec<_>>();
+        assert_eq!(shown(&options.config), ["default_block_size=16384"]);
+        // each a SQL literal, quotes doubled
+        assert_eq!(shown(&options.settings), ["memory_limit='2GB'", "preserve_insertion_order=false", "s3_secret_access_key='it''s-s3cret'"]);
+        assert!(!format!("{profile:?}").contains("s3cret"), "{profile:?}");
+    }
+
+    #[test]
+    fn bad_duckdb_settings_name_the_file_the_target_and_the_key() {
+        for (lines, message) in [
+            ("settings: 2GB", "`settings` must be a mapping of DuckDB setting names to values"),
+            ("settings:\n  memory_limit: [1, 2]", "`settings.memory_limit` must be a string, a number or a boolean"),
+            ("settings:\n  \"x = 1; DROP TABLE t; --\": 1", "`settings`: 'x = 1; DROP TABLE t; --' is not a DuckDB setting name"),
+            ("config_options:\n  Threads: 2\n  threads: 3", "`config_options` sets 'threads' twice"),
+        ] {
+            let (_dir, profile) = load(&format!("type: duckdb\npath: shop.duckdb\n{lines}"));
+            let e = format!("{:#}", profile.expect_err(lines));
+            assert!(e.contains("profiles.yml: target 'dev': ") && e.contains(message), "{lines}: {e}");
+        }
+    }
 
     #[test]
     fn a_password_profile_reads_every_key_and_never_shows_the_password() {

@@ -12,6 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use super::duckdb_c::{Connection, Database};
 
+use crate::project::profile::DuckDbOptions;
 use super::{Capabilities, CatalogEntry, Dialect, LockError, LockInfo, ObjectKind, Rows, SeedLoad, Warehouse};
 
 pub struct DuckDb {
@@ -30,6 +31,8 @@ pub struct DuckDb {
     holds_lock: Mutex<bool>,
     /// DuckDB's own threads, set when the database opens (see [`engine_threads`])
     threads: Option<usize>,
+    /// the profile's `config_options` and `settings`
+    options: DuckDbOptions,
 }
 
 impl DuckDb {
@@ -45,6 +48,14 @@ impl DuckDb {
     /// empty warehouse, not an error, and is not created.
     pub fn open_read_only(path: &str, search_dirs: &[PathBuf]) -> Result<Self> {
         Ok(Self::new(path, search_dirs, true))
+    }
+
+    /// With the profile's `config_options` (given when the database opens)
+    /// and `settings` (set on every connection), which win over airlock's
+    /// own `threads` and `checkpoint_threshold`.
+    pub fn with_options(mut self, options: DuckDbOptions) -> Self {
+        self.options = options;
+        self
     }
 
     fn new(path: &str, search_dirs: &[PathBuf], read_only: bool) -> Self {
@@ -63,6 +74,7 @@ impl DuckDb {
             lock_file,
             holds_lock: Mutex::new(false),
             threads: None,
+            options: DuckDbOptions::default(),
         }
     }
 
@@ -74,19 +86,28 @@ impl DuckDb {
                 }
             }
         }
+        // the profile's wins over airlock's choices, except a read-only open
+        let given = |name: &str| self.options.config.iter().chain(&self.options.settings).any(|(n, _)| n == name);
         let mut options = Vec::new();
+        if let Some(n) = self.threads.filter(|_| !given("threads")) {
+            options.push(("threads", n.to_string()));
+        }
+        if !self.read_only && !self.in_memory && !given("checkpoint_threshold") {
+            options.push(("checkpoint_threshold", CHECKPOINT_THRESHOLD.to_string()));
+        }
+        options.extend(self.options.config.iter().filter(|(n, _)| !(self.read_only && n == "access_mode")).map(|(n, v)| (n.as_str(), v.expose().to_string())));
         if self.read_only && !self.in_memory {
             options.push(("access_mode", "READ_ONLY".to_string()));
         }
-        if let Some(n) = self.threads {
-            options.push(("threads", n.to_string()));
-        }
-        if !self.read_only && !self.in_memory {
-            options.push(("checkpoint_threshold", CHECKPOINT_THRESHOLD.to_string()));
-        }
         Database::open((!self.in_memory).then_some(self.path.as_path()), &options).map_err(|e| {
             let holder = self.read_lock().ok().flatten().map(|h| format!(" (airlock lock held by {})", h.describe())).unwrap_or_default();
-            anyhow!("cannot open DuckDB file {}: {e}{holder}", self.path.display())
+            let given = if self.options.config.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = self.options.config.iter().map(|(n, _)| n.as_str()).collect();
+                format!(" (with the profile's config_options: {})", names.join(", "))
+            };
+            anyhow!("cannot open DuckDB file {}: {e}{given}{holder}", self.path.display())
         })
     }
 
@@ -98,6 +119,9 @@ impl DuckDb {
             // directory first, then the project
             let setting = dirs.join(",").replace('\'', "''");
             conn.execute(&format!("SET file_search_path = '{setting}'"))?;
+        }
+        for (name, literal) in &self.options.settings {
+            conn.execute(&format!("SET {name} = {}", literal.expose())).map_err(|e| anyhow!("the profile's setting '{name}': {e:#}"))?;
         }
         Ok(conn)
     }

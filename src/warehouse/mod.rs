@@ -169,7 +169,7 @@ pub fn open_for(profile: &crate::project::profile::Profile, search_dirs: &[std::
     use crate::project::profile::WarehouseSettings;
     // benchmarks only (B3): AIRLOCK_BENCH_LATENCY_MS adds a delay to every statement
     latency::from_env(match &profile.warehouse {
-        WarehouseSettings::DuckDb { path } => {
+        WarehouseSettings::DuckDb { path, options } => {
             let in_memory = path.is_empty() || path == ":memory:";
             if in_memory && !read_only {
                 anyhow::bail!(
@@ -179,7 +179,7 @@ pub fn open_for(profile: &crate::project::profile::Profile, search_dirs: &[std::
                     profile.target_name
                 );
             }
-            let db: Arc<dyn Warehouse> = Arc::new(if read_only { duckdb::DuckDb::open_read_only(path, search_dirs)? } else { duckdb::DuckDb::open(path, search_dirs, at_once)? });
+            let db: Arc<dyn Warehouse> = Arc::new(if read_only { duckdb::DuckDb::open_read_only(path, search_dirs)? } else { duckdb::DuckDb::open(path, search_dirs, at_once)? }.with_options(options.clone()));
             // tests: DuckDB as a warehouse whose DDL commits statement by statement
             if std::env::var("AIRLOCK_TEST_DDL").as_deref() == Ok("autocommit") {
                 Arc::new(autocommit::AutoCommit::new(db))
