@@ -167,7 +167,8 @@ fn dbt_missing_unsupported_or_rejecting_the_profile_exits_2_with_dbts_message() 
 
     // builder = "dbt" in airlock.toml, and a profile dbt rejects: dbt's own words
     std::fs::write(project.join("airlock.toml"), "[deploy]\nbuilder = \"dbt\"\n").unwrap();
-    append(&project.join("profiles.yml"), "      settings: notamap\n");
+    // (`extensions:`, which airlock does not read; a bad `settings:` airlock refuses itself)
+    append(&project.join("profiles.yml"), "      extensions: 5\n");
     let run = s.airlock(&project, &["deploy", "--dbt", dbt()]);
     run.assert_code(2);
     assert!(run.stderr.contains("Credentials in profile \"shop\", target \"dev\" invalid"), "{}", run.stderr);
