@@ -530,3 +530,28 @@ impl Drop for DuckDb {
 }
 
 pub type SharedDuckDb = Arc<DuckDb>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a deploy relies on to close the file before it lets the lock go
+    /// (`commands/run.rs`): releasing the connections closes the database,
+    /// and DuckDB checkpoints its log into the file then, not at some later
+    /// drop that the process may not live to see.
+    #[tokio::test]
+    async fn releasing_the_connections_closes_the_file_and_checkpoints_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("w.duckdb");
+        let wal = dir.path().join("w.duckdb.wal");
+        let db = DuckDb::open(file.to_str().expect("utf-8"), &[], 1).expect("open");
+        db.execute("CREATE TABLE t AS SELECT range AS x FROM range(100000)").await.expect("create");
+        assert!(wal.exists(), "the write waits in the log while the file is open");
+        db.release_connections();
+        assert!(!wal.exists(), "closing checkpointed the log into the file");
+        // the file is free: another database opens it for writing and finds the rows
+        let again = DuckDb::open(file.to_str().expect("utf-8"), &[], 1).expect("reopen");
+        let rows = again.query("SELECT COUNT(*) FROM t").await.expect("count");
+        assert_eq!(rows.rows, vec![vec![Some("100000".to_string())]]);
+    }
+}
