@@ -169,6 +169,9 @@ impl Dag {
             let excluded = self.union(project, exclude, "--exclude")?;
             chosen.retain(|id| !excluded.contains(id));
         }
+        if chosen.len() == project.nodes.len() {
+            return Ok(chosen); // everything, tests included (the usual deploy)
+        }
         // tests of selected nodes, unless excluded
         let excluded_tests: BTreeSet<NodeId> = if exclude.is_empty() { BTreeSet::new() } else { self.union(project, exclude, "--exclude").unwrap_or_default() };
         for node in project.nodes.values().filter(|n| n.kind == NodeKind::Test) {
