@@ -157,7 +157,8 @@ async fn pipeline(
 
     let prod_schemas: Vec<String> = session.all_prod_schemas().into_iter().collect();
     let prod = Catalog::new(wh.dialect(), wh.catalog(&prod_schemas).await?);
-    let prepared = prepare(session, strategy, &prod)?;
+    let mut prepared = prepare(session, strategy, &prod)?;
+    crate::phase::mark("deploy: prepared");
     let audit_schemas: Vec<String> = match session.layout.audit_db() {
         Some(db) => vec![db.to_string()],
         None => prepared.locations.iter().map(|(_, a)| a.clone()).collect(),
@@ -168,7 +169,9 @@ async fn pipeline(
     for hook in &prepared.on_run_start {
         wh.execute(hook).await.context("on-run-start hook (dbt_project.yml) failed: nothing built")?;
     }
-    let steps = prepared.steps.as_ref().clone();
+    // the steps move into the run: `prepare` shares them with nothing, and a
+    // copy would hold every rendered statement twice during the build
+    let steps = Arc::try_unwrap(std::mem::take(&mut prepared.steps)).unwrap_or_else(|shared| (*shared).clone());
 
     let progress = Progress::new(steps.iter().map(|s| s.group.len().max(1)).sum(), command);
     let results = build::run_steps(dyn_wh.clone(), project, steps, cfg.threads, &progress, interrupt.stop_flag()).await;
@@ -178,6 +181,7 @@ async fn pipeline(
             wh.execute(hook).await.context("on-run-end hook (dbt_project.yml) failed: nothing published")?;
         }
     }
+    crate::phase::mark("deploy: built and tested");
     let counts = Counts::of(&results, project);
 
     let mut report = RunReport {
@@ -274,6 +278,7 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
     let (grants, grant_check) = crate::grants::before_publish(&**wh, changes, &prod_locations, session.layout.audit_database.as_ref().map(|a| a.prod.as_str())).await?;
     let mut plan = publish::plan(strategy, dialect, r, changes, &prepared.locations, session.layout.audit_database.as_ref(), &grants)?;
     plan.grant_check = grant_check;
+    crate::phase::mark("deploy: publishing");
     if let Err(e) = ledger::journal::publish(&**wh, r, &plan, cfg.publish_concurrency).await {
         if r.status != "publishing" {
             r.backup_schema = None;
@@ -306,6 +311,7 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
         }
     }
 
+    crate::phase::mark("deploy: published");
     // the audit copies are spent; prod and the backups hold everything
     let drops = session.layout.drop_audit(&prod_locations);
     let keep = cfg.keep(strategy);
@@ -323,6 +329,7 @@ async fn publish_release(session: &Session, wh: &Arc<Recording>, r: &mut Release
             vec![]
         }
     };
+    crate::phase::mark("deploy: audit dropped");
     report.status = "published".into();
     report.message = format!(
         "release {} published: {} object{} in prod; previous versions kept in {}{}",
