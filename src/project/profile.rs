@@ -33,7 +33,8 @@ pub enum WarehouseSettings {
 pub struct DuckDbOptions {
     /// name (lower case), value as text
     pub config: Vec<(String, Secret)>,
-    /// name (lower case), value as a SQL literal
+    /// name (lower case), value as text (sent as a string literal, which
+    /// DuckDB casts to the setting's type)
     pub settings: Vec<(String, Secret)>,
 }
 
@@ -296,8 +297,7 @@ pub fn load_profile(file: &Path, profile_name: &str, target: Option<&str>) -> Re
 }
 
 /// A `type: duckdb` target's `config_options` or `settings` (`key`): a
-/// mapping of DuckDB setting names to strings, numbers or booleans. For
-/// `settings` the value is kept as the SQL literal its `SET` sends.
+/// mapping of DuckDB setting names to strings, numbers or booleans.
 fn duckdb_options(place: &Place, output: &Value, key: &str) -> Result<Vec<(String, Secret)>> {
     let map = match output.get(key) {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -311,17 +311,17 @@ fn duckdb_options(place: &Place, output: &Value, key: &str) -> Result<Vec<(Strin
         if !plain {
             return Err(place.error(format!("`{key}`: '{name}' is not a DuckDB setting name (letters, digits and '_')")));
         }
-        let (text, literal) = match value {
-            Value::String(s) => (s.clone(), format!("'{}'", s.replace('\'', "''"))),
-            Value::Number(n) => (n.to_string(), n.to_string()),
-            Value::Bool(b) => (b.to_string(), b.to_string()),
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
             _ => return Err(place.error(format!("`{key}.{name}` must be a string, a number or a boolean"))),
         };
         let name = name.to_ascii_lowercase();
         if out.iter().any(|(n, _)| *n == name) {
             return Err(place.error(format!("`{key}` sets '{name}' twice")));
         }
-        out.push((name, Secret::new(if key == "settings" { literal } else { text })));
+        out.push((name, Secret::new(text)));
     }
     Ok(out)
 }
@@ -597,8 +597,7 @@ mod tests {
         let WarehouseSettings::DuckDb { options, .. } = &profile.warehouse else { panic!("not duckdb: {profile:?}") };
         let shown = |v: &[(String, Secret)]| v.iter().map(|(n, v)| format!("{n}={}", v.expose())).collect::<Vec<_>>();
         assert_eq!(shown(&options.config), ["default_block_size=16384"]);
-        // each a SQL literal, quotes doubled
-        assert_eq!(shown(&options.settings), ["memory_limit='2GB'", "preserve_insertion_order=false", "s3_secret_access_key='it''s-s3cret'"]);
+        assert_eq!(shown(&options.settings), ["memory_limit=2GB", "preserve_insertion_order=false", "s3_secret_access_key=it's-s3cret"]);
         assert!(!format!("{profile:?}").contains("s3cret"), "{profile:?}");
     }
 

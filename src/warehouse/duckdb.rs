@@ -120,8 +120,10 @@ impl DuckDb {
             let setting = dirs.join(",").replace('\'', "''");
             conn.execute(&format!("SET file_search_path = '{setting}'"))?;
         }
-        for (name, literal) in &self.options.settings {
-            conn.execute(&format!("SET {name} = {}", literal.expose())).map_err(|e| anyhow!("the profile's setting '{name}': {e:#}"))?;
+        for (name, value) in &self.options.settings {
+            // a string literal: DuckDB casts it to the setting's type
+            let value = value.expose().replace('\'', "''");
+            conn.execute(&format!("SET {name} = '{value}'")).map_err(|e| anyhow!("the profile's setting '{name}': {e:#}"))?;
         }
         Ok(conn)
     }
