@@ -754,8 +754,6 @@ pub async fn run(cfg: &RunConfig, publish: bool, statement_log: Option<&Path>) -
     let mut release = None;
     let result = pipeline(cfg, strategy, &dbt, &wh, publish, started, &guard, &interrupt, &mut release).await;
     let result = close_release(&*wh, result, release.as_mut(), &interrupt).await;
-    // closed (DuckDB: its log checkpointed) while the lock is still ours, as a native deploy does
-    wh.release_connections();
     let unlocked = guard.release().await;
     if let Some(path) = statement_log {
         write_statement_log(path, &wh)?;

@@ -32,8 +32,6 @@ pub async fn run(cfg: &RunConfig, force_undo: bool) -> Result<ExitStatus> {
         None => LockGuard::acquire(wh.clone(), "recover").await?,
     };
     let result = recover(&*wh, force_undo, cfg.publish_concurrency, &mut notes).await;
-    // closed (DuckDB: its log checkpointed) while the lock is still ours
-    wh.release_connections();
     guard.release().await?;
     let (status, outcome) = result?;
     if cfg.format == crate::cli::Format::Json {

@@ -36,8 +36,6 @@ pub async fn run(cfg: &RunConfig, to: Option<i64>) -> Result<ExitStatus> {
     let wh = cfg.open_warehouse(false)?;
     let guard = LockGuard::acquire(wh.clone(), "rollback").await?;
     let result = restore(cfg, wh.clone(), &guard, to).await;
-    // closed (DuckDB: its log checkpointed) while the lock is still ours
-    wh.release_connections();
     guard.release().await?;
     result
 }

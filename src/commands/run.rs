@@ -34,13 +34,7 @@ pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::p
     let mut release = None;
     let result = pipeline(session, &wh, publish, started, &guard, &interrupt, &mut release).await;
     let result = close_release(&*wh, result, release.as_mut(), &interrupt).await;
-    // the database closes before the lock goes, while this run still holds
-    // it: DuckDB checkpoints its log into the file here (seconds for a large
-    // deploy; left to the runtime's shutdown, it was cut off and the next
-    // command replayed the log), and the next holder finds the file free
-    crate::phase::mark("closing the warehouse");
-    wh.release_connections();
-    crate::phase::mark("warehouse closed");
+    // closes the warehouse first (DuckDB: the final checkpoint), then the lock
     let unlocked = guard.release().await;
     if let Some(path) = statement_log {
         write_statement_log(path, &wh)?;

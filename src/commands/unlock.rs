@@ -36,7 +36,6 @@ pub async fn run(cfg: &RunConfig, force: bool) -> Result<ExitStatus> {
         Ok::<_, anyhow::Error>((abandoned, ledger::publishing(&*wh).await?))
     }
     .await;
-    wh.release_connections();
     guard.release().await?;
     let mut message = format!("broke the lock held by {} ({why})", holder.describe());
     match recorded {
