@@ -537,8 +537,8 @@ pub type SharedDuckDb = Arc<DuckDb>;
 mod tests {
     use super::*;
 
-    /// What a deploy relies on to close the file before it lets the lock go
-    /// (`commands/run.rs`): releasing the connections closes the database,
+    /// What releasing the lock relies on to close the file first
+    /// (`LockGuard::release`): releasing the connections closes the database,
     /// and DuckDB checkpoints its log into the file then, not at some later
     /// drop that the process may not live to see.
     #[tokio::test]
