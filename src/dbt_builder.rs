@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::build::{Catalog, Counts};
-use crate::commands::run::{close_release, plural, write_statement_log};
+use crate::commands::run::{close_release, plural};
 use crate::commands::ExitStatus;
 use crate::config::RunConfig;
 use crate::interrupt::Interrupt;
@@ -25,7 +25,7 @@ use crate::ledger::{self, Release};
 use crate::publish::{self, Change, Desired};
 use crate::report::{self, NodeError, NodeLine, Progress, RunReport, TestFailure};
 use crate::strategy::{BuildScope, Publish, Stage, Strategy};
-use crate::warehouse::{Dialect, Recording, Warehouse};
+use crate::warehouse::{Dialect, Recording, StatementLog, Warehouse};
 
 /// dbt-core versions the builder is tested with (run_results and manifest
 /// fields it reads, `--log-format json` events).
@@ -747,7 +747,8 @@ pub async fn run(cfg: &RunConfig, publish: bool, statement_log: Option<&Path>) -
     let audit_schema = layout_schema(&cfg.profile.schema);
     let dbt = Arc::new(Dbt::new(cfg, &audit_schema)?);
 
-    let wh = Arc::new(Recording::new(cfg.open_warehouse(false)?));
+    let log = statement_log.map(StatementLog::create).transpose()?;
+    let wh = Arc::new(Recording::new(cfg.open_warehouse(false)?, log));
     let dyn_wh: Arc<dyn Warehouse> = wh.clone();
     let guard = LockGuard::acquire(dyn_wh.clone(), command).await?;
     let interrupt = Interrupt::install(dyn_wh.clone())?;
@@ -755,8 +756,10 @@ pub async fn run(cfg: &RunConfig, publish: bool, statement_log: Option<&Path>) -
     let result = pipeline(cfg, strategy, &dbt, &wh, publish, started, &guard, &interrupt, &mut release).await;
     let result = close_release(&*wh, result, release.as_mut(), &interrupt).await;
     let unlocked = guard.release().await;
-    if let Some(path) = statement_log {
-        write_statement_log(path, &wh)?;
+    // the log is a record of the run, not its outcome: a write that failed
+    // (a full disk) is said, and the run's own status stands
+    if let Err(e) = wh.finish_log() {
+        eprintln!("airlock: warning: {e:#}");
     }
     let status = result?;
     unlocked?;

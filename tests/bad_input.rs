@@ -64,6 +64,18 @@ fn bad_flags_and_settings_exit_2() {
     assert!(!s.db().exists());
 }
 
+/// The statement log is written as statements finish, so a path it cannot
+/// be written to fails the deploy before anything runs, naming the path.
+#[test]
+fn a_statement_log_that_cannot_be_written_fails_before_anything_runs() {
+    let s = Scratch::new();
+    let log = s.path().join("no-such-dir").join("statements.jsonl");
+    let run = s.airlock(&fixture("shop"), &["deploy", "--statement-log", log.to_str().unwrap()]);
+    run.assert_code(2);
+    assert!(run.stderr.contains(&format!("cannot write --statement-log {}", log.display())), "{}", run.stderr);
+    assert!(!s.db().exists(), "the warehouse was opened");
+}
+
 /// A construct the native builder does not implement is refused at load,
 /// naming its file, the construct and `--builder dbt`; nothing is built.
 fn refused(name: &str, expected: &[&str]) {

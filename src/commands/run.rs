@@ -18,14 +18,15 @@ use crate::publish;
 use crate::report::{self, NodeError, NodeLine, Progress, RunReport, TestFailure};
 use crate::session::Session;
 use crate::strategy::Publish;
-use crate::warehouse::{Recording, Warehouse};
+use crate::warehouse::{Recording, StatementLog, Warehouse};
 
 pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::path::Path>) -> Result<ExitStatus> {
     let started = Instant::now();
     let command = if publish { "deploy" } else { "build" };
     // a strategy that cannot run on this selection is refused before anything is written
     let selected = crate::prepare::scoped_selection(session, session.registry.get(&session.cfg.strategy)?)?;
-    let wh = Arc::new(Recording::new(session.open_warehouse(false)?));
+    let log = statement_log.map(StatementLog::create).transpose()?;
+    let wh = Arc::new(Recording::new(session.open_warehouse(false)?, log));
     let dyn_wh: Arc<dyn Warehouse> = wh.clone();
     // what the run reads but never creates must be there before anything is written
     dyn_wh.check_reads(&source_reads(session, &selected)).await?;
@@ -36,8 +37,10 @@ pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::p
     let result = close_release(&*wh, result, release.as_mut(), &interrupt).await;
     // closes the warehouse first (DuckDB: the final checkpoint), then the lock
     let unlocked = guard.release().await;
-    if let Some(path) = statement_log {
-        write_statement_log(path, &wh)?;
+    // the log is a record of the run, not its outcome: a write that failed
+    // (a full disk) is said, and the run's own status stands
+    if let Err(e) = wh.finish_log() {
+        eprintln!("airlock: warning: {e:#}");
     }
     let status = result?;
     unlocked?;
@@ -89,15 +92,6 @@ pub(crate) async fn close_release(wh: &dyn Warehouse, result: Result<ExitStatus>
         }
     }
     result
-}
-
-pub(crate) fn write_statement_log(path: &std::path::Path, wh: &Recording) -> Result<()> {
-    let mut text = String::new();
-    for s in wh.statements() {
-        text.push_str(&serde_json::to_string(&s)?);
-        text.push('\n');
-    }
-    std::fs::write(path, text).with_context(|| format!("cannot write --statement-log {}", path.display()))
 }
 
 async fn pipeline(
