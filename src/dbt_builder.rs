@@ -756,11 +756,7 @@ pub async fn run(cfg: &RunConfig, publish: bool, statement_log: Option<&Path>) -
     let result = pipeline(cfg, strategy, &dbt, &wh, publish, started, &guard, &interrupt, &mut release).await;
     let result = close_release(&*wh, result, release.as_mut(), &interrupt).await;
     let unlocked = guard.release().await;
-    // the log is a record of the run, not its outcome: a write that failed
-    // (a full disk) is said, and the run's own status stands
-    if let Err(e) = wh.finish_log() {
-        eprintln!("airlock: warning: {e:#}");
-    }
+    wh.finish_log();
     let status = result?;
     unlocked?;
     Ok(status)

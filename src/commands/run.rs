@@ -37,11 +37,7 @@ pub async fn run(session: &Session, publish: bool, statement_log: Option<&std::p
     let result = close_release(&*wh, result, release.as_mut(), &interrupt).await;
     // closes the warehouse first (DuckDB: the final checkpoint), then the lock
     let unlocked = guard.release().await;
-    // the log is a record of the run, not its outcome: a write that failed
-    // (a full disk) is said, and the run's own status stands
-    if let Err(e) = wh.finish_log() {
-        eprintln!("airlock: warning: {e:#}");
-    }
+    wh.finish_log();
     let status = result?;
     unlocked?;
     Ok(status)

@@ -214,7 +214,8 @@ struct StatementRecord<'a> {
 
 /// `--statement-log FILE`: every statement as a JSON line, written when it
 /// finishes. Nothing is held in memory (a 15,000-model deploy runs about
-/// 60,000 statements), and a run stopped by a signal keeps what it ran.
+/// 29,000 statements, 30 MB of text), and a run stopped by a signal keeps
+/// what it ran.
 pub struct StatementLog {
     path: PathBuf,
     out: BufWriter<File>,
@@ -254,14 +255,15 @@ impl Recording {
         Recording { inner, log: log.map(Mutex::new), opened: Instant::now() }
     }
 
-    /// Flushes the statement log; the first error writing it, if any.
-    pub fn finish_log(&self) -> Result<()> {
-        let Some(log) = &self.log else { return Ok(()) };
+    /// Flushes the statement log. The log is a record of the run, not its
+    /// outcome: the first write that failed (a full disk) is said as a
+    /// warning, and the run's own status stands.
+    pub fn finish_log(&self) {
+        let Some(log) = &self.log else { return };
         let mut log = log.lock().expect("statement log poisoned");
         let flushed = log.out.flush();
-        match log.error.take().map_or(flushed, Err) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot write --statement-log {}", log.path.display()))),
+        if let Err(e) = log.error.take().map_or(flushed, Err) {
+            eprintln!("airlock: warning: cannot write --statement-log {}: {e}", log.path.display());
         }
     }
 
