@@ -252,6 +252,7 @@ pub fn load_profile(file: &Path, profile_name: &str, target: Option<&str>) -> Re
         );
     };
     let kind = output.get("type").and_then(Value::as_str).unwrap_or("");
+    let place = Place { file, target: &target_name };
     let warehouse = match kind {
         "duckdb" => {
             let path = match output.get("path") {
@@ -262,11 +263,10 @@ pub fn load_profile(file: &Path, profile_name: &str, target: Option<&str>) -> Re
             if path.starts_with("md:") || path.starts_with("motherduck:") {
                 bail!("{shown}: target '{target_name}': MotherDuck paths are not supported; use a local DuckDB file");
             }
-            let place = Place { file, target: &target_name };
             WarehouseSettings::DuckDb { path, options: DuckDbOptions { config: duckdb_options(&place, output, "config_options")?, settings: duckdb_options(&place, output, "settings")? } }
         }
-        "snowflake" => WarehouseSettings::Snowflake(snowflake_settings(&Place { file, target: &target_name }, output)?),
-        "bigquery" => WarehouseSettings::BigQuery(bigquery_settings(&Place { file, target: &target_name }, output)?),
+        "snowflake" => WarehouseSettings::Snowflake(snowflake_settings(&place, output)?),
+        "bigquery" => WarehouseSettings::BigQuery(bigquery_settings(&place, output)?),
         "" => bail!("{shown}: target '{target_name}' of profile '{profile_name}' has no 'type'"),
         other => bail!(
             "{shown}: target '{target_name}' has type '{other}', which airlock does not support yet (supported: duckdb, snowflake, bigquery)"
